@@ -51,57 +51,71 @@ apt_refresh() {
   apt-get update -q >&2 || die "apt-get update failed"
 }
 
-# kernel image package
-KPKG=${IRONLUN_GUEST_KERNEL_PKG:-}
-if [[ -z $KPKG ]]; then
-  for _ in 1 2; do
-    KPKG=$(apt-cache depends linux-image-amd64 2>/dev/null | awk '/^ *Depends: linux-image-[0-9]/{print $2; exit}')
-    [[ -n $KPKG ]] && break
-    apt_refresh || break
-  done
-  [[ -n $KPKG ]] || die "cannot resolve the kernel package behind linux-image-amd64 (apt-cache depends linux-image-amd64 gave nothing; run apt-get update?)"
-fi
-
-# "pkg version" for every package, with BFS over Depends/Pre-Depends (libs only)
+# The resolution below costs several apt-cache runs; it is remembered per
+# state of the apt lists (changed only by apt-get update) and of this script.
 declare -A VER=()
-resolve_level() { # args: packages; prints "pkg<TAB>version<TAB>deps..." lines
-  apt-cache show --no-all-versions "$@" 2>/dev/null | awk '
-    function flush() { if (p != "") print p "\t" v "\t" d; p=""; v=""; d="" }
-    /^Package: /     { flush(); p=$2 }
-    /^Version: /     { v=$2 }
-    /^(Pre-)?Depends: / { sub(/^[^:]*: /, ""); d = d "," $0 }
-    END { flush() }' || true
-}
-queue=("${ROOT_PKGS[@]}" "$KPKG")
 order=()
-while ((${#queue[@]})); do
-  todo=()
-  for p in "${queue[@]}"; do [[ -z ${VER[$p]:-} ]] && todo+=("$p"); done
-  ((${#todo[@]})) || break
-  mapfile -t todo < <(printf '%s\n' "${todo[@]}" | sort -u)
-  out=$(resolve_level "${todo[@]}")
-  if [[ -z $out && $apt_updated -eq 0 ]]; then apt_refresh && continue; fi
-  queue=()
-  while IFS=$'\t' read -r p v deps; do
-    [[ -n $p && -z ${VER[$p]:-} ]] || continue
-    VER[$p]=$v; order+=("$p")
-    [[ $p == "$KPKG" ]] && continue          # do not follow the kernel's deps
-    while read -r d; do
-      case $d in
-        *-dev|*-doc|libc-bin|libc-l10n) ;;
-        lib*|zlib1g) queue+=("$d") ;;
-      esac
-    done < <(tr ',' '\n' <<<"$deps" | sed 's/|.*//; s/(.*)//; s/:any//; s/[[:space:]]//g' | grep -v '^$' || true)
-  done <<<"$out"
-  for p in "${todo[@]}"; do
-    if [[ -z ${VER[$p]:-} ]]; then
-      case " ${ROOT_PKGS[*]} $KPKG " in
-        *" $p "*) die "package $p has no installable candidate (apt-cache show $p); run apt-get update?" ;;
-        *) log "note: dependency $p is virtual or unavailable; skipped (the ELF check below catches real gaps)"; VER[$p]=none ;;
-      esac
-    fi
+FP=$( { ls -l --time-style=+%s /var/lib/apt/lists/ 2>/dev/null; sha256sum "$SELF";
+        echo "${IRONLUN_GUEST_KERNEL_PKG:-}"; } | sha256sum | cut -c1-16)
+RESOLVED=$CACHE/resolved-$FP
+if [[ ${GUEST_REBUILD:-0} != 1 && -s $RESOLVED ]]; then
+  KPKG=$(sed -n 's/^kernel //p' "$RESOLVED")
+  while read -r p v; do VER[$p]=$v; order+=("$p"); done < <(grep -v '^kernel ' "$RESOLVED")
+else
+  # kernel image package
+  KPKG=${IRONLUN_GUEST_KERNEL_PKG:-}
+  if [[ -z $KPKG ]]; then
+    for _ in 1 2; do
+      KPKG=$(apt-cache depends linux-image-amd64 2>/dev/null | awk '/^ *Depends: linux-image-[0-9]/{print $2; exit}')
+      [[ -n $KPKG ]] && break
+      apt_refresh || break
+    done
+    [[ -n $KPKG ]] || die "cannot resolve the kernel package behind linux-image-amd64 (apt-cache depends linux-image-amd64 gave nothing; run apt-get update?)"
+  fi
+
+  # "pkg version" for every package, with BFS over Depends/Pre-Depends (libs only)
+  resolve_level() { # args: packages; prints "pkg<TAB>version<TAB>deps..." lines
+    apt-cache show --no-all-versions "$@" 2>/dev/null | awk '
+      function flush() { if (p != "") print p "\t" v "\t" d; p=""; v=""; d="" }
+      /^Package: /     { flush(); p=$2 }
+      /^Version: /     { v=$2 }
+      /^(Pre-)?Depends: / { sub(/^[^:]*: /, ""); d = d "," $0 }
+      END { flush() }' || true
+  }
+  queue=("${ROOT_PKGS[@]}" "$KPKG")
+  while ((${#queue[@]})); do
+    todo=()
+    for p in "${queue[@]}"; do [[ -z ${VER[$p]:-} ]] && todo+=("$p"); done
+    ((${#todo[@]})) || break
+    mapfile -t todo < <(printf '%s\n' "${todo[@]}" | sort -u)
+    out=$(resolve_level "${todo[@]}")
+    if [[ -z $out && $apt_updated -eq 0 ]]; then apt_refresh && continue; fi
+    queue=()
+    while IFS=$'\t' read -r p v deps; do
+      [[ -n $p && -z ${VER[$p]:-} ]] || continue
+      VER[$p]=$v; order+=("$p")
+      [[ $p == "$KPKG" ]] && continue          # do not follow the kernel's deps
+      while read -r d; do
+        case $d in
+          *-dev|*-doc|libc-bin|libc-l10n) ;;
+          lib*|zlib1g) queue+=("$d") ;;
+        esac
+      done < <(tr ',' '\n' <<<"$deps" | sed 's/|.*//; s/(.*)//; s/:any//; s/[[:space:]]//g' | grep -v '^$' || true)
+    done <<<"$out"
+    for p in "${todo[@]}"; do
+      if [[ -z ${VER[$p]:-} ]]; then
+        case " ${ROOT_PKGS[*]} $KPKG " in
+          *" $p "*) die "package $p has no installable candidate (apt-cache show $p); run apt-get update?" ;;
+          *) log "note: dependency $p is virtual or unavailable; skipped (the ELF check below catches real gaps)"; VER[$p]=none ;;
+        esac
+      fi
+    done
   done
-done
+
+  rm -f "$CACHE"/resolved-*
+  { echo "kernel $KPKG"; for p in "${order[@]}"; do echo "$p ${VER[$p]}"; done; } > "$RESOLVED.tmp"
+  mv "$RESOLVED.tmp" "$RESOLVED"
+fi
 
 manifest=$(for p in "${order[@]}"; do printf '%s=%s\n' "$p" "${VER[$p]}"; done | sort)
 KEY=$( { printf '%s\n' "$manifest"; sha256sum "$SELF"; } | sha256sum | cut -c1-16)

@@ -1,0 +1,340 @@
+//! Sparse image files and block devices, with positional I/O (pread/pwritev), fdatasync
+//! durability, hole punching and SEEK_DATA/SEEK_HOLE allocation maps.
+
+use std::{
+    fs::{File, OpenOptions},
+    os::{
+        fd::AsRawFd,
+        unix::fs::{FileExt, FileTypeExt},
+    },
+    path::{Path, PathBuf},
+};
+
+use bytes::Bytes;
+
+use crate::{BlockDevice, BlockError, BlockErrorKind, Extent, Result, check_range, total_len};
+
+/// A raw image file (sparse when the filesystem allows) or a block device.
+#[derive(Debug)]
+pub struct FileDevice {
+    file: File,
+    path: PathBuf,
+    size: u64,
+    is_block_device: bool,
+}
+
+/// iovecs per pwritev call (Linux's IOV_MAX).
+const IOV_MAX: usize = 1024;
+
+impl FileDevice {
+    /// Open an image file or block device. A missing file is created sparse with
+    /// `create_size` bytes; an existing file smaller than `create_size` is grown.
+    pub fn open(path: &Path, create_size: Option<u64>, read_only: bool) -> Result<Self> {
+        let ctx = || path.display().to_string();
+        let exists = path.exists();
+        if !exists && create_size.is_none() {
+            return Err(BlockError::new(
+                BlockErrorKind::Io,
+                format!("{} does not exist", ctx()),
+            ));
+        }
+        if !exists && let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| BlockError::io(e, ctx()))?;
+        }
+        let file = OpenOptions::new()
+            .read(true)
+            .write(!read_only)
+            .create(!read_only && !exists)
+            .open(path)
+            .map_err(|e| BlockError::io(e, ctx()))?;
+        let meta = file.metadata().map_err(|e| BlockError::io(e, ctx()))?;
+        let is_block_device = meta.file_type().is_block_device();
+        let size = if is_block_device {
+            // SAFETY: lseek on a valid, owned descriptor has no memory effects.
+            let end = unsafe { libc::lseek(file.as_raw_fd(), 0, libc::SEEK_END) };
+            if end < 0 {
+                return Err(BlockError::io(std::io::Error::last_os_error(), ctx()));
+            }
+            end as u64
+        } else {
+            let mut size = meta.len();
+            if let Some(want) = create_size
+                && want > size
+            {
+                if read_only {
+                    return Err(BlockError::new(
+                        BlockErrorKind::ReadOnly,
+                        format!("{} is smaller than its configured size", ctx()),
+                    ));
+                }
+                file.set_len(want).map_err(|e| BlockError::io(e, ctx()))?;
+                size = want;
+            }
+            size
+        };
+        Ok(Self {
+            file,
+            path: path.to_owned(),
+            size,
+            is_block_device,
+        })
+    }
+
+    /// The path this device was opened from.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn fd(&self) -> i32 {
+        self.file.as_raw_fd()
+    }
+
+    fn pwritev_all(&self, bufs: &[Bytes], mut offset: u64, fua: bool) -> Result<()> {
+        // Slices still to write: (buffer index, start within it).
+        let mut idx = 0;
+        let mut start = 0usize;
+        let mut use_dsync = fua;
+        while idx < bufs.len() {
+            let iov: Vec<libc::iovec> = bufs[idx..]
+                .iter()
+                .take(IOV_MAX)
+                .enumerate()
+                .map(|(i, b)| {
+                    let s = if i == 0 { &b[start..] } else { &b[..] };
+                    libc::iovec {
+                        iov_base: s.as_ptr() as *mut libc::c_void,
+                        iov_len: s.len(),
+                    }
+                })
+                .collect();
+            let flags = if use_dsync { libc::RWF_DSYNC } else { 0 };
+            // SAFETY: every iovec points into a live `Bytes` borrowed for this call, and the
+            // kernel only reads from them.
+            let n = unsafe {
+                libc::pwritev2(
+                    self.fd(),
+                    iov.as_ptr(),
+                    iov.len() as i32,
+                    offset as i64,
+                    flags,
+                )
+            };
+            if n < 0 {
+                let err = std::io::Error::last_os_error();
+                match err.raw_os_error() {
+                    Some(libc::EINTR) => continue,
+                    Some(libc::EOPNOTSUPP) | Some(libc::ENOSYS) if use_dsync => {
+                        // No RWF_DSYNC: write normally, then fdatasync below.
+                        use_dsync = false;
+                        continue;
+                    }
+                    _ => {
+                        return Err(BlockError::io(
+                            err,
+                            format!("write {}@{offset}", self.path.display()),
+                        ));
+                    }
+                }
+            }
+            if n == 0 {
+                return Err(BlockError::new(BlockErrorKind::Io, "pwritev wrote nothing"));
+            }
+            let mut n = n as usize;
+            offset += n as u64;
+            while n > 0 && idx < bufs.len() {
+                let left = bufs[idx].len() - start;
+                if n >= left {
+                    n -= left;
+                    idx += 1;
+                    start = 0;
+                } else {
+                    start += n;
+                    n = 0;
+                }
+            }
+            while idx < bufs.len() && bufs[idx].len() == start {
+                idx += 1;
+                start = 0;
+            }
+        }
+        if fua && !use_dsync {
+            self.flush()?;
+        }
+        Ok(())
+    }
+}
+
+impl BlockDevice for FileDevice {
+    fn size(&self) -> u64 {
+        self.size
+    }
+
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
+        check_range(self.size, offset, buf.len() as u64)?;
+        self.file
+            .read_exact_at(buf, offset)
+            .map_err(|e| BlockError::io(e, format!("read {}@{offset}", self.path.display())))
+    }
+
+    fn write_at(&self, bufs: &[Bytes], offset: u64, fua: bool) -> Result<()> {
+        check_range(self.size, offset, total_len(bufs))?;
+        self.pwritev_all(bufs, offset, fua)
+    }
+
+    fn flush(&self) -> Result<()> {
+        self.file
+            .sync_data()
+            .map_err(|e| BlockError::io(e, format!("fdatasync {}", self.path.display())))
+    }
+
+    fn discard(&self, offset: u64, len: u64) -> Result<()> {
+        check_range(self.size, offset, len)?;
+        if len == 0 {
+            return Ok(());
+        }
+        let mode = libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE;
+        // SAFETY: fallocate on a valid descriptor has no memory effects.
+        let r = unsafe { libc::fallocate(self.fd(), mode, offset as i64, len as i64) };
+        if r == 0 {
+            return Ok(());
+        }
+        let err = std::io::Error::last_os_error();
+        match err.raw_os_error() {
+            Some(libc::EOPNOTSUPP) | Some(libc::ENOSYS) => self.write_zeroes(offset, len, false),
+            _ => Err(BlockError::io(
+                err,
+                format!("punch hole {}@{offset}", self.path.display()),
+            )),
+        }
+    }
+
+    fn allocation(&self, offset: u64, len: u64) -> Result<Vec<Extent>> {
+        check_range(self.size, offset, len)?;
+        let end = offset + len;
+        if self.is_block_device || len == 0 {
+            return Ok(vec![Extent {
+                offset,
+                len,
+                allocated: true,
+            }]);
+        }
+        let seek = |pos: u64, whence: i32| -> Result<Option<u64>> {
+            // SAFETY: lseek on a valid descriptor has no memory effects.
+            let r = unsafe { libc::lseek(self.fd(), pos as i64, whence) };
+            if r >= 0 {
+                return Ok(Some(r as u64));
+            }
+            let err = std::io::Error::last_os_error();
+            match err.raw_os_error() {
+                // No data at or after pos.
+                Some(libc::ENXIO) => Ok(None),
+                _ => Err(BlockError::io(err, "lseek")),
+            }
+        };
+        let mut out = Vec::new();
+        let mut pos = offset;
+        while pos < end {
+            let data = seek(pos, libc::SEEK_DATA)?.unwrap_or(end).min(end);
+            if data > pos {
+                out.push(Extent {
+                    offset: pos,
+                    len: data - pos,
+                    allocated: false,
+                });
+                pos = data;
+                continue;
+            }
+            let hole = seek(pos, libc::SEEK_HOLE)?.unwrap_or(end).min(end);
+            let hole = hole.max(pos + 1).min(end);
+            out.push(Extent {
+                offset: pos,
+                len: hole - pos,
+                allocated: true,
+            });
+            pos = hole;
+        }
+        Ok(out)
+    }
+
+    fn thin(&self) -> bool {
+        !self.is_block_device
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::Suite;
+
+    #[test]
+    fn conformance_suite() {
+        let dir = tempfile::tempdir().unwrap();
+        Suite::run(|size| {
+            let p = dir.path().join(format!("img-{size}-{}", rand_suffix()));
+            Box::new(FileDevice::open(&p, Some(size), false).unwrap())
+        });
+    }
+
+    fn rand_suffix() -> u64 {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static N: AtomicU64 = AtomicU64::new(0);
+        N.fetch_add(1, Ordering::Relaxed)
+    }
+
+    #[test]
+    fn created_sparse_and_grown() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("sub/disk.img");
+        let d = FileDevice::open(&p, Some(1 << 30), false).unwrap();
+        assert_eq!(d.size(), 1 << 30);
+        let meta = std::fs::metadata(&p).unwrap();
+        use std::os::unix::fs::MetadataExt;
+        assert!(meta.blocks() * 512 < 1 << 20, "a new image is sparse");
+        drop(d);
+        let d = FileDevice::open(&p, Some(2 << 30), false).unwrap();
+        assert_eq!(d.size(), 2 << 30);
+        drop(d);
+        let d = FileDevice::open(&p, None, true).unwrap();
+        assert_eq!(d.size(), 2 << 30);
+        assert!(FileDevice::open(&dir.path().join("missing"), None, false).is_err());
+    }
+
+    #[test]
+    fn holes_are_reported_and_punched() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = FileDevice::open(&dir.path().join("a.img"), Some(16 << 20), false).unwrap();
+        d.write_at(&[Bytes::from(vec![1u8; 1 << 20])], 4 << 20, false)
+            .unwrap();
+        let map = d.allocation(0, 16 << 20).unwrap();
+        assert_eq!(
+            map,
+            vec![
+                Extent {
+                    offset: 0,
+                    len: 4 << 20,
+                    allocated: false
+                },
+                Extent {
+                    offset: 4 << 20,
+                    len: 1 << 20,
+                    allocated: true
+                },
+                Extent {
+                    offset: 5 << 20,
+                    len: 11 << 20,
+                    allocated: false
+                },
+            ]
+        );
+        d.discard(4 << 20, 1 << 20).unwrap();
+        assert!(
+            d.allocation(0, 16 << 20)
+                .unwrap()
+                .iter()
+                .all(|e| !e.allocated)
+        );
+        let mut buf = vec![9u8; 4096];
+        d.read_at(&mut buf, 4 << 20).unwrap();
+        assert!(buf.iter().all(|&b| b == 0));
+    }
+}

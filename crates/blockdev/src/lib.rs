@@ -1,0 +1,101 @@
+//! Virtual disks: the [`BlockDevice`] trait and its backends.
+//!
+//! A block device is a byte-addressed store of a fixed size with positional, thread-safe I/O
+//! (`&self` methods, callable from many threads at once). It knows nothing of SCSI, iSCSI or
+//! replication; those layers sit above it. Calls block: callers keep them off async runtimes.
+//!
+//! Ordering and durability contract: writes that have returned are visible to every later
+//! read. They are durable (on stable storage) only after [`BlockDevice::flush`] returns, or
+//! when they were issued with `fua`. No ordering is promised between writes in flight at
+//! the same time.
+#![warn(missing_docs)]
+
+mod error;
+mod file;
+mod mem;
+pub mod testing;
+
+use bytes::Bytes;
+
+pub use self::{
+    error::{BlockError, BlockErrorKind},
+    file::FileDevice,
+    mem::MemDevice,
+};
+
+/// Result alias of this crate.
+pub type Result<T> = std::result::Result<T, BlockError>;
+
+/// One extent of an allocation map.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Extent {
+    /// Byte offset.
+    pub offset: u64,
+    /// Length in bytes.
+    pub len: u64,
+    /// Whether the range holds data (false: a hole that reads as zeroes).
+    pub allocated: bool,
+}
+
+/// A virtual disk.
+pub trait BlockDevice: Send + Sync + std::fmt::Debug {
+    /// Size in bytes.
+    fn size(&self) -> u64;
+
+    /// Fill `buf` from `offset`. Reading past the end is an `OutOfBounds` error.
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<()>;
+
+    /// Write the concatenation of `bufs` at `offset`. With `fua` the data is durable when
+    /// the call returns.
+    fn write_at(&self, bufs: &[Bytes], offset: u64, fua: bool) -> Result<()>;
+
+    /// Make every completed write durable.
+    fn flush(&self) -> Result<()>;
+
+    /// Deallocate a range; it reads back as zeroes afterwards.
+    fn discard(&self, offset: u64, len: u64) -> Result<()>;
+
+    /// Write zeroes to a range, keeping it allocated.
+    fn write_zeroes(&self, offset: u64, len: u64, fua: bool) -> Result<()> {
+        const CHUNK: u64 = 1 << 20;
+        let zero = Bytes::from(vec![0u8; CHUNK.min(len.max(1)) as usize]);
+        let mut done = 0;
+        while done < len {
+            let n = CHUNK.min(len - done);
+            self.write_at(&[zero.slice(..n as usize)], offset + done, false)?;
+            done += n;
+        }
+        if fua { self.flush() } else { Ok(()) }
+    }
+
+    /// The allocation map of `[offset, offset + len)`, as a list of extents in order that
+    /// covers the range exactly.
+    fn allocation(&self, offset: u64, len: u64) -> Result<Vec<Extent>> {
+        Ok(vec![Extent {
+            offset,
+            len,
+            allocated: true,
+        }])
+    }
+
+    /// Whether `discard` really deallocates (thin provisioning).
+    fn thin(&self) -> bool {
+        false
+    }
+}
+
+/// Check that `[offset, offset + len)` lies within a device of `size` bytes.
+pub fn check_range(size: u64, offset: u64, len: u64) -> Result<()> {
+    match offset.checked_add(len) {
+        Some(end) if end <= size => Ok(()),
+        _ => Err(BlockError::new(
+            BlockErrorKind::OutOfBounds,
+            format!("{offset}+{len} > {size}"),
+        )),
+    }
+}
+
+/// Total length of a list of buffers.
+pub fn total_len(bufs: &[Bytes]) -> u64 {
+    bufs.iter().map(|b| b.len() as u64).sum()
+}

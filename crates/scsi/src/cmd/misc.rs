@@ -1,0 +1,120 @@
+//! TEST UNIT READY, REQUEST SENSE, START STOP UNIT, PREVENT ALLOW MEDIUM REMOVAL,
+//! READ CAPACITY (10) and (16), REPORT LUNS.
+
+use crate::{
+    LogicalUnit, Request, Response,
+    cdb::{CmdResult, be32, invalid_field, truncate},
+    sense::Sense,
+};
+
+/// TEST UNIT READY.
+pub(crate) fn test_unit_ready(lu: &LogicalUnit, _req: &Request<'_>) -> CmdResult<Response> {
+    lu.check_ready()?;
+    Ok(Response::good())
+}
+
+/// REQUEST SENSE: reports (and clears) a pending unit attention, else the unit's state.
+pub(crate) fn request_sense(lu: &LogicalUnit, req: &Request<'_>) -> CmdResult<Response> {
+    let desc = req.cdb[1] & 0x01 != 0;
+    let alloc = usize::from(req.cdb[4]);
+    let sense = match lu.take_unit_attention(req.nexus) {
+        Some(ua) => ua,
+        None if lu.state().stopped => Sense::NOT_READY_INITIALIZING_COMMAND_REQUIRED,
+        None => Sense::NO_SENSE,
+    };
+    Ok(Response::data(truncate(sense.encode(desc).to_vec(), alloc)))
+}
+
+/// START STOP UNIT (SBC-3 section 5.25).
+pub(crate) fn start_stop_unit(lu: &LogicalUnit, req: &Request<'_>) -> CmdResult<Response> {
+    let cdb = req.cdb;
+    let power_condition = cdb[4] >> 4;
+    let loej = cdb[4] & 0x02 != 0;
+    let start = cdb[4] & 0x01 != 0;
+    if power_condition != 0 {
+        // Power conditions are accepted and have no effect on a virtual disk.
+        return Ok(Response::good());
+    }
+    if loej && !start {
+        // Ejecting the medium is refused while PREVENT is in effect on any nexus.
+        if lu.state().nexuses.values().any(|n| n.prevent) {
+            return Err(Sense::MEDIUM_REMOVAL_PREVENTED);
+        }
+    }
+    lu.state().stopped = !start;
+    Ok(Response::good())
+}
+
+/// PREVENT ALLOW MEDIUM REMOVAL.
+pub(crate) fn prevent_allow(lu: &LogicalUnit, req: &Request<'_>) -> CmdResult<Response> {
+    let prevent = req.cdb[4] & 0x03;
+    if prevent > 1 {
+        return Err(invalid_field(4, Some(0)));
+    }
+    let key = req.nexus.key();
+    let mut st = lu.state();
+    st.nexuses.entry(key).or_default().prevent = prevent == 1;
+    Ok(Response::good())
+}
+
+/// READ CAPACITY(10).
+pub(crate) fn read_capacity10(lu: &LogicalUnit, req: &Request<'_>) -> CmdResult<Response> {
+    let pmi = req.cdb[8] & 0x01 != 0;
+    if !pmi && be32(req.cdb, 2) != 0 {
+        return Err(invalid_field(2, None));
+    }
+    let last = lu.blocks().saturating_sub(1).min(0xffff_ffff) as u32;
+    let mut d = Vec::with_capacity(8);
+    d.extend_from_slice(&last.to_be_bytes());
+    d.extend_from_slice(&lu.cfg.block_size.to_be_bytes());
+    Ok(Response::data(d))
+}
+
+/// READ CAPACITY(16).
+pub(crate) fn read_capacity16(lu: &LogicalUnit, req: &Request<'_>) -> CmdResult<Response> {
+    let alloc = be32(req.cdb, 10) as usize;
+    let mut d = vec![0u8; 32];
+    d[0..8].copy_from_slice(&lu.blocks().saturating_sub(1).to_be_bytes());
+    d[8..12].copy_from_slice(&lu.cfg.block_size.to_be_bytes());
+    // Logical blocks per physical block exponent: physical blocks of 4 KiB.
+    d[13] = (4096 / lu.cfg.block_size).max(1).trailing_zeros() as u8;
+    if lu.cfg.thin {
+        d[14] = 0x80 | 0x40; // LBPME, LBPRZ
+    }
+    Ok(Response::data(truncate(d, alloc)))
+}
+
+/// REPORT LUNS (SPC-4 section 6.33), with SAM-5 single-level LUN encoding.
+pub(crate) fn report_luns(_lu: &LogicalUnit, req: &Request<'_>) -> CmdResult<Response> {
+    report_luns_for(req)
+}
+
+/// REPORT LUNS for any nexus, also through a missing LUN.
+pub(crate) fn report_luns_for(req: &Request<'_>) -> CmdResult<Response> {
+    let cdb = req.cdb;
+    let select = cdb[2];
+    if !matches!(select, 0x00..=0x02 | 0x10..=0x12) {
+        return Err(invalid_field(2, None));
+    }
+    let alloc = be32(cdb, 6) as usize;
+    if alloc < 16 {
+        return Err(invalid_field(6, None));
+    }
+    // Select 0x01 (well-known LUNs only) reports none: ironlun has no well-known LUNs.
+    let luns: Vec<u16> = if select == 0x01 || select == 0x11 {
+        Vec::new()
+    } else {
+        req.luns.to_vec()
+    };
+    let mut d = vec![0u8; 8];
+    d[0..4].copy_from_slice(&((luns.len() * 8) as u32).to_be_bytes());
+    for l in luns {
+        let b0 = if l < 256 {
+            0
+        } else {
+            0x40 | ((l >> 8) as u8 & 0x3f)
+        };
+        d.extend_from_slice(&[b0, l as u8, 0, 0, 0, 0, 0, 0]);
+    }
+    Ok(Response::data(truncate(d, alloc)))
+}

@@ -1,0 +1,5 @@
+//! Command handlers, by family.
+
+pub(crate) mod io;
+pub(crate) mod misc;
+pub(crate) mod rsoc;

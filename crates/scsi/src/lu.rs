@@ -1,0 +1,251 @@
+//! A logical unit: configuration, shared state (mode pages, unit attentions per I_T nexus)
+//! and command dispatch.
+
+use std::{
+    collections::{HashMap, VecDeque},
+    sync::{Arc, Mutex, MutexGuard},
+};
+
+use blockdev::{BlockDevice, BlockErrorKind};
+
+use crate::{Nexus, Request, Response, cdb::CmdResult, mode::ModeState, opcodes, sense::Sense};
+
+/// Static description of a logical unit.
+#[derive(Clone, Debug)]
+pub struct LuConfig {
+    /// Logical block size in bytes (512 or 4096).
+    pub block_size: u32,
+    /// Refuse writes (DATA PROTECT).
+    pub read_only: bool,
+    /// T10 vendor identification (8 characters).
+    pub vendor: String,
+    /// Product identification (16 characters).
+    pub product: String,
+    /// Product revision level (4 characters).
+    pub revision: String,
+    /// Unit serial number (VPD page 0x80).
+    pub serial: String,
+    /// NAA IEEE Registered Extended designator (VPD page 0x83), stable across restarts.
+    pub naa: [u8; 16],
+    /// Report thin provisioning (LBPME, UNMAP, WRITE SAME with UNMAP).
+    pub thin: bool,
+    /// Largest transfer per command, in blocks (Block Limits VPD).
+    pub max_transfer_blocks: u32,
+    /// Target port group of each relative port, for VPD 0x83 and REPORT TARGET PORT GROUPS.
+    pub port_groups: Vec<(u16, u16)>,
+}
+
+impl LuConfig {
+    /// A configuration with ironlun's identification strings.
+    pub fn new(serial: impl Into<String>, naa: [u8; 16], block_size: u32) -> Self {
+        Self {
+            block_size,
+            read_only: false,
+            vendor: "IRONLUN".into(),
+            product: "VIRTUAL-DISK".into(),
+            revision: "0001".into(),
+            serial: serial.into(),
+            naa,
+            thin: true,
+            max_transfer_blocks: (8 << 20) / block_size,
+            port_groups: Vec::new(),
+        }
+    }
+}
+
+/// State of one I_T nexus at this logical unit.
+#[derive(Debug, Default)]
+pub(crate) struct NexusState {
+    /// Pending unit attentions, oldest first.
+    pub(crate) ua: VecDeque<Sense>,
+    /// PREVENT ALLOW MEDIUM REMOVAL state.
+    pub(crate) prevent: bool,
+}
+
+/// Mutable logical unit state.
+#[derive(Debug, Default)]
+pub(crate) struct LuState {
+    pub(crate) mode: ModeState,
+    pub(crate) nexuses: HashMap<String, NexusState>,
+    pub(crate) stopped: bool,
+}
+
+/// Largest number of unit attentions queued per I_T nexus; older ones are dropped.
+const MAX_QUEUED_UA: usize = 16;
+
+/// A logical unit backed by a block device.
+#[derive(Debug)]
+pub struct LogicalUnit {
+    pub(crate) cfg: LuConfig,
+    pub(crate) dev: Arc<dyn BlockDevice>,
+    state: Mutex<LuState>,
+}
+
+impl LogicalUnit {
+    /// A logical unit over `dev`.
+    pub fn new(cfg: LuConfig, dev: Arc<dyn BlockDevice>) -> Self {
+        Self {
+            cfg,
+            dev,
+            state: Mutex::new(LuState::default()),
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &LuConfig {
+        &self.cfg
+    }
+
+    /// The backing device.
+    pub fn device(&self) -> &Arc<dyn BlockDevice> {
+        &self.dev
+    }
+
+    /// Capacity in logical blocks.
+    pub fn blocks(&self) -> u64 {
+        self.dev.size() / u64::from(self.cfg.block_size)
+    }
+
+    pub(crate) fn state(&self) -> MutexGuard<'_, LuState> {
+        // A poisoned lock means a handler panicked; its state is still the last consistent
+        // one because every handler updates it in one step.
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Whether sense data goes out in descriptor format (control mode page D_SENSE).
+    pub fn descriptor_sense(&self) -> bool {
+        self.state().mode.d_sense
+    }
+
+    /// Queue a unit attention for every I_T nexus (or all but `except`).
+    pub fn unit_attention_all(&self, sense: Sense, except: Option<&Nexus>) {
+        let except = except.map(Nexus::key);
+        let mut st = self.state();
+        for (k, n) in st.nexuses.iter_mut() {
+            if Some(k) != except.as_ref() {
+                push_ua(n, sense);
+            }
+        }
+    }
+
+    /// The I_T nexus is gone (session closed): forget its state.
+    pub fn nexus_lost(&self, nexus: &Nexus) {
+        self.state().nexuses.remove(&nexus.key());
+    }
+
+    /// LOGICAL UNIT RESET (SAM-5 section 6.3.3): mode pages back to defaults are kept,
+    /// PREVENT state cleared, and a BUS DEVICE RESET unit attention for every nexus.
+    pub fn reset(&self) {
+        let mut st = self.state();
+        st.stopped = false;
+        for n in st.nexuses.values_mut() {
+            n.prevent = false;
+            push_ua(n, Sense::BUS_DEVICE_RESET);
+        }
+    }
+
+    /// Execute one command.
+    pub fn execute(&self, req: &Request<'_>) -> Response {
+        let d_sense = self.descriptor_sense();
+        match self.run(req) {
+            Ok(r) => r,
+            Err(sense) => Response::check(sense, d_sense),
+        }
+    }
+
+    fn run(&self, req: &Request<'_>) -> CmdResult<Response> {
+        let cdb = req.cdb;
+        let Some(&opcode) = cdb.first() else {
+            return Err(Sense::INVALID_OPCODE);
+        };
+        let cmd = opcodes::lookup(opcode, cdb).ok_or(Sense::INVALID_OPCODE)?;
+        if cdb.len() < usize::from(cmd.cdb_len) {
+            return Err(Sense::INVALID_OPCODE);
+        }
+        // NACA (control byte bit 2) is not supported.
+        if cdb[usize::from(cmd.cdb_len) - 1] & 0x04 != 0 {
+            return Err(crate::cdb::invalid_field(
+                u16::from(cmd.cdb_len) - 1,
+                Some(2),
+            ));
+        }
+        self.check_unit_attention(req.nexus, opcode)?;
+        (cmd.handler)(self, req)
+    }
+
+    /// Report (and clear) a pending unit attention, except for the commands SPC-4 section
+    /// 5.14 exempts; a nexus seen for the first time gets POWER ON, RESET.
+    fn check_unit_attention(&self, nexus: &Nexus, opcode: u8) -> CmdResult<()> {
+        let mut st = self.state();
+        let n = st.nexuses.entry(nexus.key()).or_insert_with(|| {
+            let mut n = NexusState::default();
+            n.ua.push_back(Sense::POWER_ON_RESET);
+            n
+        });
+        // INQUIRY, REPORT LUNS and REQUEST SENSE do not report unit attentions.
+        if matches!(opcode, 0x12 | 0xa0 | 0x03) {
+            return Ok(());
+        }
+        match n.ua.pop_front() {
+            Some(ua) => Err(ua),
+            None => Ok(()),
+        }
+    }
+
+    /// Take the oldest pending unit attention of a nexus (REQUEST SENSE).
+    pub(crate) fn take_unit_attention(&self, nexus: &Nexus) -> Option<Sense> {
+        self.state()
+            .nexuses
+            .get_mut(&nexus.key())
+            .and_then(|n| n.ua.pop_front())
+    }
+
+    /// Map a block device error to sense data.
+    pub(crate) fn io_error(&self, e: &blockdev::BlockError, write: bool) -> Sense {
+        tracing::warn!(error = %e, "block device error");
+        match e.kind {
+            BlockErrorKind::OutOfBounds => Sense::LBA_OUT_OF_RANGE,
+            BlockErrorKind::NoSpace => Sense::SPACE_ALLOCATION_FAILED,
+            BlockErrorKind::ReadOnly => Sense::WRITE_PROTECTED,
+            BlockErrorKind::Unsupported => Sense::INVALID_OPCODE,
+            _ if write => Sense::WRITE_ERROR,
+            _ => Sense::UNRECOVERED_READ_ERROR,
+        }
+    }
+
+    /// Check that writes are allowed (read-only LUN, SWP).
+    pub(crate) fn check_writable(&self) -> CmdResult<()> {
+        if self.cfg.read_only || self.state().mode.swp {
+            return Err(Sense::WRITE_PROTECTED);
+        }
+        Ok(())
+    }
+
+    /// Check an LBA range against the capacity.
+    pub(crate) fn check_lba(&self, lba: u64, blocks: u64) -> CmdResult<()> {
+        match lba.checked_add(blocks) {
+            Some(end) if end <= self.blocks() => Ok(()),
+            _ => Err(Sense::LBA_OUT_OF_RANGE),
+        }
+    }
+
+    /// Check the unit is started (START STOP UNIT).
+    pub(crate) fn check_ready(&self) -> CmdResult<()> {
+        if self.state().stopped {
+            return Err(Sense::NOT_READY_INITIALIZING_COMMAND_REQUIRED);
+        }
+        Ok(())
+    }
+}
+
+fn push_ua(n: &mut NexusState, sense: Sense) {
+    if n.ua.contains(&sense) {
+        return;
+    }
+    if n.ua.len() >= MAX_QUEUED_UA {
+        n.ua.pop_front();
+    }
+    n.ua.push_back(sense);
+}

@@ -1,0 +1,393 @@
+//! Commands against a memory-backed logical unit. Expected bytes are literals from SPC-4 and
+//! SBC-3, never built from this crate's own constants.
+
+use std::sync::Arc;
+
+use blockdev::{BlockDevice, MemDevice};
+use bytes::Bytes;
+
+use crate::{LogicalUnit, LuConfig, LunMap, Nexus, Request, Response};
+
+const BS: u32 = 512;
+const BLOCKS: u64 = 2048;
+
+fn nexus(name: &str) -> Nexus {
+    Nexus {
+        initiator_name: name.into(),
+        isid: [0x80, 0, 0, 0, 0, 1],
+        target_name: "iqn.2026-11.io.ironlun:t".into(),
+        tpgt: 1,
+        relative_port: 1,
+    }
+}
+
+fn lu() -> (Arc<LogicalUnit>, Arc<MemDevice>) {
+    let dev = Arc::new(MemDevice::new(BLOCKS * u64::from(BS)));
+    let mut naa = [0u8; 16];
+    naa[0] = 0x60;
+    naa[15] = 7;
+    let mut cfg = LuConfig::new("SERIAL0001", naa, BS);
+    cfg.port_groups = vec![(1, 1)];
+    (Arc::new(LogicalUnit::new(cfg, dev.clone())), dev)
+}
+
+struct T {
+    lu: Arc<LogicalUnit>,
+    nexus: Nexus,
+}
+
+impl T {
+    /// A logical unit whose first-command unit attention has been consumed.
+    fn new() -> Self {
+        let (lu, _) = lu();
+        let t = Self {
+            lu,
+            nexus: nexus("iqn.i"),
+        };
+        let r = t.run(&[0, 0, 0, 0, 0, 0], &[]);
+        assert_eq!(r.status, 2, "the first command reports POWER ON, RESET");
+        assert_eq!((r.sense[2], r.sense[12], r.sense[13]), (0x06, 0x29, 0x00));
+        assert_eq!(t.run(&[0, 0, 0, 0, 0, 0], &[]).status, 0);
+        t
+    }
+
+    fn run(&self, cdb: &[u8], data: &[u8]) -> Response {
+        let bufs = if data.is_empty() {
+            vec![]
+        } else {
+            vec![Bytes::copy_from_slice(data)]
+        };
+        self.lu.execute(&Request {
+            nexus: &self.nexus,
+            cdb,
+            data_out: &bufs,
+            luns: &[0, 3],
+        })
+    }
+}
+
+fn sense3(r: &Response) -> (u8, u8, u8) {
+    assert_eq!(r.status, 2, "expected CHECK CONDITION, got {r:?}");
+    (r.sense[2] & 0x0f, r.sense[12], r.sense[13])
+}
+
+fn write10(lba: u32, blocks: u16) -> [u8; 10] {
+    let l = lba.to_be_bytes();
+    let b = blocks.to_be_bytes();
+    [0x2a, 0, l[0], l[1], l[2], l[3], 0, b[0], b[1], 0]
+}
+
+fn read10(lba: u32, blocks: u16) -> [u8; 10] {
+    let mut c = write10(lba, blocks);
+    c[0] = 0x28;
+    c
+}
+
+#[test]
+fn standard_inquiry() {
+    let t = T::new();
+    let r = t.run(&[0x12, 0, 0, 0, 96, 0], &[]);
+    let d = &r.data;
+    assert_eq!(d.len(), 96);
+    assert_eq!(&d[..8], &[0x00, 0x00, 0x06, 0x12, 91, 0x10, 0x00, 0x02]);
+    assert_eq!(&d[8..16], b"IRONLUN ");
+    assert_eq!(&d[16..32], b"VIRTUAL-DISK    ");
+    assert_eq!(
+        &d[58..66],
+        &[0x00, 0xa0, 0x04, 0x60, 0x04, 0xc0, 0x09, 0x60]
+    );
+    // Allocation length truncates.
+    assert_eq!(t.run(&[0x12, 0, 0, 0, 5, 0], &[]).data.len(), 5);
+    // Page code without EVPD is invalid.
+    assert_eq!(
+        sense3(&t.run(&[0x12, 0, 0x80, 0, 96, 0], &[])),
+        (5, 0x24, 0)
+    );
+}
+
+#[test]
+fn vpd_pages() {
+    let t = T::new();
+    let r = t.run(&[0x12, 1, 0x00, 0, 255, 0], &[]);
+    assert_eq!(
+        &r.data[..],
+        &[0, 0, 0, 7, 0x00, 0x80, 0x83, 0x86, 0xb0, 0xb1, 0xb2]
+    );
+    let r = t.run(&[0x12, 1, 0x80, 0, 255, 0], &[]);
+    assert_eq!(&r.data[..], b"\x00\x80\x00\x0aSERIAL0001");
+    let r = t.run(&[0x12, 1, 0x83, 0, 255, 0], &[]);
+    let d = &r.data;
+    assert_eq!(&d[..2], &[0, 0x83]);
+    // First designator: NAA, binary, LU association, 16 bytes.
+    assert_eq!(&d[4..8], &[0x01, 0x03, 0x00, 0x10]);
+    assert_eq!(d[8], 0x60);
+    assert_eq!(d[23], 7);
+    // Relative target port designator, iSCSI, PIV, target port association.
+    let rel = d
+        .windows(8)
+        .position(|w| w == [0x51, 0x94, 0, 4, 0, 0, 0, 1]);
+    assert!(rel.is_some(), "relative port designator present");
+    let name = b"iqn.2026-11.io.ironlun:t,t,0x0001\0";
+    assert!(
+        d.windows(name.len()).any(|w| w == name),
+        "target port name present"
+    );
+    let r = t.run(&[0x12, 1, 0xb0, 0, 255, 0], &[]);
+    assert_eq!(&r.data[..4], &[0, 0xb0, 0, 0x3c]);
+    // Maximum transfer length: 8 MiB of 512-byte blocks.
+    assert_eq!(&r.data[8..12], &16384u32.to_be_bytes());
+    let r = t.run(&[0x12, 1, 0xb2, 0, 255, 0], &[]);
+    assert_eq!(&r.data[..], &[0, 0xb2, 0, 4, 0, 0xe4, 0x02, 0]);
+    assert_eq!(
+        sense3(&t.run(&[0x12, 1, 0x99, 0, 255, 0], &[])),
+        (5, 0x24, 0)
+    );
+}
+
+#[test]
+fn read_capacity() {
+    let t = T::new();
+    let r = t.run(&[0x25, 0, 0, 0, 0, 0, 0, 0, 0, 0], &[]);
+    assert_eq!(&r.data[..], &[0, 0, 0x07, 0xff, 0, 0, 0x02, 0x00]);
+    let r = t.run(
+        &[0x9e, 0x10, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 32, 0, 0],
+        &[],
+    );
+    assert_eq!(
+        &r.data[..16],
+        &[
+            0, 0, 0, 0, 0, 0, 0x07, 0xff, 0, 0, 0x02, 0, 0, 0x03, 0xc0, 0
+        ]
+    );
+}
+
+#[test]
+fn write_read_round_trip_and_bounds() {
+    let t = T::new();
+    let data: Vec<u8> = (0..2048u32).map(|i| (i % 251) as u8).collect();
+    let r = t.run(&write10(100, 4), &data);
+    assert_eq!((r.status, r.write_len), (0, 2048));
+    let r = t.run(&read10(100, 4), &[]);
+    assert_eq!(&r.data[..], &data[..]);
+    // One block beyond the end.
+    assert_eq!(sense3(&t.run(&read10(2047, 2), &[])), (5, 0x21, 0));
+    assert_eq!(sense3(&t.run(&write10(2048, 1), &[0; 512])), (5, 0x21, 0));
+    // Zero blocks: nothing transferred.
+    let r = t.run(&read10(0, 0), &[]);
+    assert!(r.status == 0 && r.data.is_empty());
+    // RDPROTECT without protection information.
+    let mut c = read10(0, 1);
+    c[1] = 0x20;
+    assert_eq!(sense3(&t.run(&c, &[])), (5, 0x24, 0));
+}
+
+#[test]
+fn short_data_out_writes_only_whole_blocks_present() {
+    let t = T::new();
+    t.run(&write10(10, 2), &[b'a'; 1024]);
+    let r = t.run(&write10(10, 2), &[b'b'; 512]);
+    assert_eq!((r.status, r.write_len), (0, 1024));
+    let r = t.run(&read10(10, 2), &[]);
+    assert!(r.data[..512].iter().all(|&b| b == b'b'));
+    assert!(r.data[512..].iter().all(|&b| b == b'a'));
+}
+
+#[test]
+fn read6_zero_means_256_blocks() {
+    let t = T::new();
+    let r = t.run(&[0x08, 0, 0, 0, 0, 0], &[]);
+    assert_eq!(r.data.len(), 256 * 512);
+}
+
+#[test]
+fn unknown_opcode_and_naca() {
+    let t = T::new();
+    assert_eq!(sense3(&t.run(&[0xc7, 0, 0, 0, 0, 0], &[])), (5, 0x20, 0));
+    assert_eq!(sense3(&t.run(&[0x00, 0, 0, 0, 0, 0x04], &[])), (5, 0x24, 0));
+}
+
+#[test]
+fn verify_compares_data() {
+    let t = T::new();
+    t.run(&write10(5, 1), &[7; 512]);
+    let mut v = [0x2f, 0x02, 0, 0, 0, 5, 0, 0, 1, 0];
+    assert_eq!(t.run(&v, &[7; 512]).status, 0);
+    let mut other = [7u8; 512];
+    other[100] = 8;
+    let r = t.run(&v, &other);
+    assert_eq!(sense3(&r), (0x0e, 0x1d, 0));
+    assert_eq!(
+        &r.sense[3..7],
+        &100u32.to_be_bytes(),
+        "INFORMATION is the miscompare offset"
+    );
+    v[1] = 0;
+    assert_eq!(t.run(&v, &[]).status, 0);
+}
+
+#[test]
+fn write_same_and_unmap_punch_holes() {
+    let (lu, dev) = lu();
+    let t = T {
+        lu,
+        nexus: nexus("iqn.i"),
+    };
+    t.run(&[0, 0, 0, 0, 0, 0], &[]);
+    t.run(&write10(0, 256), &[0xee; 256 * 512]);
+    // WRITE SAME(16) with UNMAP and a zero block: deallocated.
+    let mut ws = [0u8; 16];
+    ws[0] = 0x93;
+    ws[1] = 0x08;
+    ws[13] = 128;
+    assert_eq!(t.run(&ws, &[0; 512]).status, 0);
+    let map = dev.allocation(0, 128 * 512).unwrap();
+    assert!(map.iter().all(|e| !e.allocated), "{map:?}");
+    // WRITE SAME(10) with a pattern.
+    let r = t.run(&[0x41, 0, 0, 0, 0, 200, 0, 0, 4, 0], &[0x5a; 512]);
+    assert_eq!(r.status, 0);
+    let r = t.run(&read10(200, 4), &[]);
+    assert!(r.data.iter().all(|&b| b == 0x5a));
+    // UNMAP one descriptor.
+    let mut param = vec![0, 22, 0, 16, 0, 0, 0, 0];
+    param.extend_from_slice(&200u64.to_be_bytes());
+    param.extend_from_slice(&4u32.to_be_bytes());
+    param.extend_from_slice(&[0; 4]);
+    let r = t.run(&[0x42, 0, 0, 0, 0, 0, 0, 0, 24, 0], &param);
+    assert_eq!(r.status, 0);
+    let r = t.run(&read10(200, 4), &[]);
+    assert!(r.data.iter().all(|&b| b == 0));
+    // An UNMAP descriptor beyond the end.
+    let mut bad = param.clone();
+    bad[8..16].copy_from_slice(&(BLOCKS - 1).to_be_bytes());
+    assert_eq!(
+        sense3(&t.run(&[0x42, 0, 0, 0, 0, 0, 0, 0, 24, 0], &bad)),
+        (5, 0x21, 0)
+    );
+    // Zero-length descriptors are fine.
+    let zero = vec![0, 6, 0, 0, 0, 0, 0, 0];
+    assert_eq!(t.run(&[0x42, 0, 0, 0, 0, 0, 0, 0, 8, 0], &zero).status, 0);
+}
+
+#[test]
+fn mode_sense() {
+    let t = T::new();
+    let r = t.run(&[0x1a, 0, 0x3f, 0, 255, 0], &[]);
+    let d = &r.data;
+    assert_eq!(usize::from(d[0]) + 1, d.len());
+    assert_eq!(d[2], 0x10, "DPOFUA, not write protected");
+    assert_eq!(d[3], 8, "block descriptor");
+    assert_eq!(&d[8..12], &[0, 0, 2, 0]);
+    let pages = &d[12..];
+    assert_eq!(&pages[..2], &[0x01, 0x0a]);
+    assert_eq!(&pages[12..15], &[0x08, 0x12, 0x04], "caching page with WCE");
+    assert_eq!(&pages[32..35], &[0x0a, 0x0a, 0x20], "control page, TST=001");
+    // Saved values are not supported.
+    assert_eq!(
+        sense3(&t.run(&[0x1a, 0, 0xc8, 0, 255, 0], &[])),
+        (5, 0x39, 0)
+    );
+    // MODE SENSE(10) of the caching page without block descriptor.
+    let r = t.run(&[0x5a, 0x08, 0x08, 0, 0, 0, 0, 0, 255, 0], &[]);
+    assert_eq!(&r.data[..8], &[0, 26, 0, 0x10, 0, 0, 0, 0]);
+    assert_eq!(&r.data[8..11], &[0x08, 0x12, 0x04]);
+}
+
+#[test]
+fn unit_attention_per_nexus_and_request_sense() {
+    let (lu, _) = lu();
+    let a = T {
+        lu: lu.clone(),
+        nexus: nexus("iqn.a"),
+    };
+    let b = T {
+        lu,
+        nexus: nexus("iqn.b"),
+    };
+    // INQUIRY does not report the unit attention.
+    assert_eq!(a.run(&[0x12, 0, 0, 0, 36, 0], &[]).status, 0);
+    // REQUEST SENSE reports and clears it, with GOOD status.
+    let r = a.run(&[0x03, 0, 0, 0, 18, 0], &[]);
+    assert_eq!(
+        (r.status, r.data[2], r.data[12], r.data[13]),
+        (0, 6, 0x29, 0)
+    );
+    assert_eq!(a.run(&[0, 0, 0, 0, 0, 0], &[]).status, 0);
+    // The other nexus still has its own.
+    assert_eq!(sense3(&b.run(&[0, 0, 0, 0, 0, 0], &[])), (6, 0x29, 0));
+    // A LUN reset queues BUS DEVICE RESET for both.
+    a.lu.reset();
+    assert_eq!(sense3(&a.run(&[0, 0, 0, 0, 0, 0], &[])), (6, 0x29, 3));
+    assert_eq!(sense3(&b.run(&[0, 0, 0, 0, 0, 0], &[])), (6, 0x29, 3));
+}
+
+#[test]
+fn report_luns_and_missing_lun() {
+    let t = T::new();
+    let r = t.run(&[0xa0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0], &[]);
+    assert_eq!(
+        &r.data[..],
+        &[
+            0, 0, 0, 16, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 3, 0, 0, 0, 0, 0, 0
+        ][..]
+    );
+    assert_eq!(
+        sense3(&t.run(&[0xa0, 0, 0, 0, 0, 0, 0, 0, 0, 8, 0, 0], &[])),
+        (5, 0x24, 0)
+    );
+    let mut map = LunMap::new();
+    map.insert(0, t.lu);
+    let n = nexus("iqn.i");
+    let req = |cdb: &'static [u8]| Request {
+        nexus: &n,
+        cdb,
+        data_out: &[],
+        luns: &[0],
+    };
+    let r = map.execute(Some(5), &req(&[0x12, 0, 0, 0, 36, 0]));
+    assert_eq!(r.data[0], 0x7f);
+    let r = map.execute(Some(5), &req(&[0x00, 0, 0, 0, 0, 0]));
+    assert_eq!(sense3(&r), (5, 0x25, 0));
+    let r = map.execute(None, &req(&[0x03, 0, 0, 0, 18, 0]));
+    assert_eq!((r.status, r.data[12]), (0, 0x25));
+}
+
+#[test]
+fn report_supported_opcodes() {
+    let t = T::new();
+    // All commands.
+    let r = t.run(&[0xa3, 0x0c, 0, 0, 0, 0, 0, 0, 0x10, 0, 0, 0], &[]);
+    let len = u32::from_be_bytes([r.data[0], r.data[1], r.data[2], r.data[3]]) as usize;
+    assert_eq!(len % 8, 0);
+    let ops: Vec<u8> = r.data[4..4 + len].chunks(8).map(|c| c[0]).collect();
+    assert!(ops.contains(&0x28) && ops.contains(&0x93) && ops.contains(&0x9e));
+    // One command: WRITE SAME(16).
+    let r = t.run(&[0xa3, 0x0c, 0x01, 0x93, 0, 0, 0, 0, 0, 64, 0, 0], &[]);
+    assert_eq!(&r.data[..6], &[0, 0x03, 0, 16, 0x93, 0x09]);
+    // One command with timeouts descriptor.
+    let r = t.run(&[0xa3, 0x0c, 0x81, 0x28, 0, 0, 0, 0, 0, 64, 0, 0], &[]);
+    assert_eq!(r.data[1], 0x83);
+    assert_eq!(r.data.len(), 4 + 10 + 12);
+    // Unsupported opcode.
+    let r = t.run(&[0xa3, 0x0c, 0x01, 0xc7, 0, 0, 0, 0, 0, 64, 0, 0], &[]);
+    assert_eq!(&r.data[..], &[0, 0x01, 0, 0]);
+    // Option 1 for an opcode with service actions is invalid.
+    assert_eq!(
+        sense3(&t.run(&[0xa3, 0x0c, 0x01, 0x9e, 0, 0, 0, 0, 0, 64, 0, 0], &[])),
+        (5, 0x24, 0)
+    );
+}
+
+#[test]
+fn read_only_lun_refuses_writes() {
+    let dev = Arc::new(MemDevice::new(1 << 20));
+    let mut cfg = LuConfig::new("RO", [0x60; 16], BS);
+    cfg.read_only = true;
+    let t = T {
+        lu: Arc::new(LogicalUnit::new(cfg, dev)),
+        nexus: nexus("iqn.i"),
+    };
+    t.run(&[0, 0, 0, 0, 0, 0], &[]);
+    assert_eq!(sense3(&t.run(&write10(0, 1), &[0; 512])), (7, 0x27, 0));
+    let r = t.run(&[0x1a, 0, 0x3f, 0, 255, 0], &[]);
+    assert_eq!(r.data[2] & 0x80, 0x80, "WP bit");
+}
