@@ -1,1 +1,123 @@
-fn main() {}
+//! ironlun: an iSCSI target server with replication in its write path.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use ironlun::{config::Config, server};
+
+/// An iSCSI target server with replication built into its write path.
+#[derive(Debug, Parser)]
+#[command(name = "ironlun", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the target server.
+    Serve {
+        /// Configuration file (TOML). Without one, an embedded default serves a 1 GiB
+        /// sparse LUN at iqn.2026-11.io.ironlun:default on 127.0.0.1:3260.
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+        /// Check the configuration and exit (0 valid, 1 invalid).
+        #[arg(long)]
+        validate: bool,
+    },
+}
+
+fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve { config, validate } => serve(config, validate),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ironlun: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn serve(path: Option<PathBuf>, validate: bool) -> anyhow::Result<()> {
+    let config = match &path {
+        Some(p) => Config::load(p)?,
+        None => Config::default_config(),
+    };
+    if validate {
+        println!(
+            "configuration is valid: {} portal(s), {} target(s)",
+            config.portals.len(),
+            config.targets.len()
+        );
+        return Ok(());
+    }
+    let workers = std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .min(4);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    rt.block_on(async move {
+        let server = server::Server::new(config)?;
+        let bound = server.listen().await?;
+        for (addr, p) in bound.iter().zip(&server.config.portals) {
+            println!("ironlun: listening on {addr} (portal group {})", p.group);
+        }
+        for t in &server.registry.targets {
+            for (lun, lu) in t.lun_map().iter() {
+                println!(
+                    "ironlun: target {} LUN {lun}: {} bytes, block size {}{}",
+                    t.name,
+                    lu.device().size(),
+                    lu.config().block_size,
+                    if lu.config().read_only {
+                        ", read-only"
+                    } else {
+                        ""
+                    }
+                );
+            }
+        }
+        if let (Some(addr), Some(t)) = (bound.first(), server.registry.targets.first()) {
+            println!("ironlun: connect with:");
+            println!("  iscsiadm -m discovery -t sendtargets -p {addr}");
+            println!("  iscsiadm -m node -T {} -p {addr} --login", t.name);
+            println!("  iscsi-ls -s iscsi://{addr}");
+            println!("  qemu-img info iscsi://{addr}/{}/0", t.name);
+        }
+        println!("ironlun: ready");
+        use std::io::Write as _;
+        let _ = std::io::stdout().flush();
+        shutdown_signal().await;
+        tracing::info!("shutting down");
+        server.sessions.stop_all();
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        server.flush_all();
+        Ok(())
+    })
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

@@ -187,7 +187,8 @@ host_action() {
   ( stty raw -echo 2>/dev/null; timeout "${2:-150}" head -n1 > /tmp/host-done ) < /dev/ttyS1 &
   _rp=$!
   sleep 0.5
-  echo "HOST-ACTION $1"
+  # to the console, not stdout: callers capture our stdout
+  printf '\nHOST-ACTION %s\n' "$1" > /dev/console
   wait $_rp
   _line=$(tr -d '\r' < /tmp/host-done 2>/dev/null)
   set -- $_line

@@ -82,7 +82,7 @@ extra=(${GUEST_QEMU_EXTRA:-})
 timeout -s TERM -k 10 "$TIMEOUT" qemu-system-x86_64 -accel tcg -cpu max -smp 1 -m "${GUEST_MEM:-1024}" -nographic -no-reboot \
   -kernel "$kernel" -initrd "$WORK/initrd.img" \
   -append "console=ttyS0 panic=-1 quiet" \
-  -netdev user,id=n0,restrict=off -device virtio-net-pci,netdev=n0 \
+  -netdev user,id=n0,restrict=off -device virtio-net-pci,netdev=n0,romfile= \
   -serial mon:stdio -serial pipe:"$WORK/hook" \
   "${extra[@]}" </dev/null >"$WORK/console" 2>&1 &
 QPID=$!
@@ -101,10 +101,11 @@ while IFS= read -r line; do
     *"SCENARIO-EXIT "*)
       c=${line##*SCENARIO-EXIT }; c=${c%% *}
       [[ $c =~ ^[0-9]+$ ]] && code=$c ;;
-    *"HOST-ACTION "*)
-      word=${line##*HOST-ACTION }; word=${word%% *}
+    "HOST-ACTION "*)   # only at the start of a line
+      word=${line#HOST-ACTION }; word=${word%% *}
       (
         if [[ -n ${GUEST_HOST_HOOK:-} ]]; then
+          exec 9>"$WORK/hook.lock"; flock 9   # one hook at a time
           echo "[host-hook] running $GUEST_HOST_HOOK $word"
           set +e
           timeout -k 5 "${GUEST_HOOK_TIMEOUT:-120}" "$GUEST_HOST_HOOK" "$word" 2>&1 | sed -u 's/^/[host-hook] /'

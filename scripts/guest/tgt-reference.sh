@@ -37,14 +37,18 @@ log() { printf '[tgt-ref] %s\n' "$*" >&2; }
 die() { printf '[tgt-ref] ERROR: %s\n' "$*" >&2; exit 2; }
 
 tgtadm_() { tgtadm -C "$CPORT" --lld iscsi "$@"; }
+# alive PID: running and not a zombie (a tgtd started by an earlier hook is
+# re-parented and may never be reaped)
+alive() { [[ -r /proc/$1/stat ]] && [[ $(awk '{print $3}' "/proc/$1/stat" 2>/dev/null) != Z ]]; }
 
 start_tgtd() { # STATE: starts tgtd, records its PID in $STATE/tgtd.pid
   local state=$1 i
   tgtd -f -C "$CPORT" --iscsi "portal=127.0.0.1:$PORT" >>"$state/tgtd.log" 2>&1 &
   echo $! > "$state/tgtd.pid"
-  for i in $(seq 50); do
+  disown $! 2>/dev/null || true
+  for i in $(seq 100); do
     tgtadm_ --op show --mode sys >/dev/null 2>&1 && return 0
-    kill -0 "$(cat "$state/tgtd.pid")" 2>/dev/null || break
+    alive "$(cat "$state/tgtd.pid")" || break
     sleep 0.1
   done
   tail -5 "$state/tgtd.log" >&2
@@ -82,7 +86,8 @@ if [[ ${1:-} == --hook ]]; then
       pid=$(cat "$state/tgtd.pid")
       echo "kill -9 tgtd pid $pid"
       kill -9 "$pid"
-      while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
+      for _ in $(seq 100); do alive "$pid" || break; sleep 0.1; done
+      alive "$pid" && { echo "tgtd $pid did not die"; exit 4; }
       sleep "${TGT_OUTAGE:-3}"
       start_tgtd "$state"
       configure_tgt "$state"
@@ -109,8 +114,8 @@ cleanup() {
     pid=$(cat "$STATE/tgtd.pid")
     # tgtd ignores SIGTERM: ask it to exit, then kill -9 our PID if it is still there
     tgtadm_ --op delete --mode system >/dev/null 2>&1 || true
-    for _ in 1 2 3 4 5 6 7 8 9 10; do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
-    kill -9 "$pid" 2>/dev/null || true
+    for _ in 1 2 3 4 5 6 7 8 9 10; do alive "$pid" || break; sleep 0.2; done
+    alive "$pid" && kill -9 "$pid" 2>/dev/null || true
   fi
   if [[ ${TGT_KEEP:-0} == 1 ]]; then log "kept $STATE"; else rm -rf "$STATE"; fi
 }
@@ -142,7 +147,7 @@ for s in "${SCEN[@]}"; do
                         AUTH=mutual CHAP_USER=$CHAP_USER CHAP_SECRET=$CHAP_SECRET
                         MUTUAL_USER=$MUTUAL_USER MUTUAL_SECRET=$MUTUAL_SECRET FS_FILES=${FS_SMALL_FILES:-16}) ;;
     chap-wrong)   args=("$S/chap-wrong.sh" TARGET_PORTAL=$G TARGET_IQN=$T_CHAP
-                        CHAP_USER=$CHAP_USER CHAP_SECRET=$CHAP_SECRET WRONG_IQN=$T_MUTUAL) ;;
+                        CHAP_USER=$CHAP_USER CHAP_SECRET=$CHAP_SECRET "WRONG_IQN=$T_CHAP $T_MUTUAL") ;;
     multi-lun)    args=("$S/multi-lun.sh" TARGET_PORTAL=$G "TARGET_IQNS=$T_PLAIN $T_SECOND"
                         "EXPECT_DISKS=$T_PLAIN,1,536870912,$(naa 1 1);$T_PLAIN,2,268435456,$(naa 1 2);$T_SECOND,1,134217728,$(naa 2 1)") ;;
     kill-restart) args=("$S/kill-restart.sh" TARGET_PORTAL=$G TARGET_IQN=$T_KILL) ;;

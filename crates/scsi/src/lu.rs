@@ -25,8 +25,8 @@ pub struct LuConfig {
     pub revision: String,
     /// Unit serial number (VPD page 0x80).
     pub serial: String,
-    /// NAA IEEE Registered Extended designator (VPD page 0x83), stable across restarts.
-    pub naa: [u8; 16],
+    /// NAA locally assigned designator (type 3h, VPD page 0x83), stable across restarts.
+    pub naa: [u8; 8],
     /// Report thin provisioning (LBPME, UNMAP, WRITE SAME with UNMAP).
     pub thin: bool,
     /// Largest transfer per command, in blocks (Block Limits VPD).
@@ -37,7 +37,7 @@ pub struct LuConfig {
 
 impl LuConfig {
     /// A configuration with ironlun's identification strings.
-    pub fn new(serial: impl Into<String>, naa: [u8; 16], block_size: u32) -> Self {
+    pub fn new(serial: impl Into<String>, naa: [u8; 8], block_size: u32) -> Self {
         Self {
             block_size,
             read_only: false,
@@ -47,7 +47,7 @@ impl LuConfig {
             serial: serial.into(),
             naa,
             thin: true,
-            max_transfer_blocks: (8 << 20) / block_size,
+            max_transfer_blocks: (64 << 20) / block_size,
             port_groups: Vec::new(),
         }
     }
@@ -135,8 +135,8 @@ impl LogicalUnit {
         self.state().nexuses.remove(&nexus.key());
     }
 
-    /// LOGICAL UNIT RESET (SAM-5 section 6.3.3): mode pages back to defaults are kept,
-    /// PREVENT state cleared, and a BUS DEVICE RESET unit attention for every nexus.
+    /// LOGICAL UNIT RESET (SAM-5 section 6.3.3): PREVENT state cleared and a BUS DEVICE
+    /// RESET unit attention for every I_T nexus, the requester's included.
     pub fn reset(&self) {
         let mut st = self.state();
         st.stopped = false;

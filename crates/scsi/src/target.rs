@@ -10,6 +10,7 @@ use crate::{
 #[derive(Clone, Debug, Default)]
 pub struct LunMap {
     luns: BTreeMap<u16, Arc<LogicalUnit>>,
+    list: Vec<u16>,
 }
 
 /// Answers for commands addressed to a LUN that does not exist (SPC-4 section 6.6.2 and
@@ -26,11 +27,14 @@ impl LunMap {
     /// Add or replace a LUN.
     pub fn insert(&mut self, lun: u16, lu: Arc<LogicalUnit>) {
         self.luns.insert(lun, lu);
+        self.list = self.luns.keys().copied().collect();
     }
 
     /// Remove a LUN.
     pub fn remove(&mut self, lun: u16) -> Option<Arc<LogicalUnit>> {
-        self.luns.remove(&lun)
+        let lu = self.luns.remove(&lun);
+        self.list = self.luns.keys().copied().collect();
+        lu
     }
 
     /// The logical unit of a LUN.
@@ -39,8 +43,8 @@ impl LunMap {
     }
 
     /// LUN numbers, ascending.
-    pub fn luns(&self) -> Vec<u16> {
-        self.luns.keys().copied().collect()
+    pub fn luns(&self) -> &[u16] {
+        &self.list
     }
 
     /// Iterate over the logical units.

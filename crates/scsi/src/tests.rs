@@ -23,9 +23,9 @@ fn nexus(name: &str) -> Nexus {
 
 fn lu() -> (Arc<LogicalUnit>, Arc<MemDevice>) {
     let dev = Arc::new(MemDevice::new(BLOCKS * u64::from(BS)));
-    let mut naa = [0u8; 16];
-    naa[0] = 0x60;
-    naa[15] = 7;
+    let mut naa = [0u8; 8];
+    naa[0] = 0x30;
+    naa[7] = 7;
     let mut cfg = LuConfig::new("SERIAL0001", naa, BS);
     cfg.port_groups = vec![(1, 1)];
     (Arc::new(LogicalUnit::new(cfg, dev.clone())), dev)
@@ -118,10 +118,11 @@ fn vpd_pages() {
     let r = t.run(&[0x12, 1, 0x83, 0, 255, 0], &[]);
     let d = &r.data;
     assert_eq!(&d[..2], &[0, 0x83]);
-    // First designator: NAA, binary, LU association, 16 bytes.
-    assert_eq!(&d[4..8], &[0x01, 0x03, 0x00, 0x10]);
-    assert_eq!(d[8], 0x60);
-    assert_eq!(d[23], 7);
+    // First designator: NAA, binary, LU association, 8 bytes.
+    assert_eq!(
+        &d[4..16],
+        &[0x01, 0x03, 0x00, 0x08, 0x30, 0, 0, 0, 0, 0, 0, 7]
+    );
     // Relative target port designator, iSCSI, PIV, target port association.
     let rel = d
         .windows(8)
@@ -134,8 +135,8 @@ fn vpd_pages() {
     );
     let r = t.run(&[0x12, 1, 0xb0, 0, 255, 0], &[]);
     assert_eq!(&r.data[..4], &[0, 0xb0, 0, 0x3c]);
-    // Maximum transfer length: 8 MiB of 512-byte blocks.
-    assert_eq!(&r.data[8..12], &16384u32.to_be_bytes());
+    // Maximum transfer length: 64 MiB of 512-byte blocks.
+    assert_eq!(&r.data[8..12], &131072u32.to_be_bytes());
     let r = t.run(&[0x12, 1, 0xb2, 0, 255, 0], &[]);
     assert_eq!(&r.data[..], &[0, 0xb2, 0, 4, 0, 0xe4, 0x02, 0]);
     assert_eq!(
@@ -156,7 +157,7 @@ fn read_capacity() {
     assert_eq!(
         &r.data[..16],
         &[
-            0, 0, 0, 0, 0, 0, 0x07, 0xff, 0, 0, 0x02, 0, 0, 0x03, 0xc0, 0
+            0, 0, 0, 0, 0, 0, 0x07, 0xff, 0, 0, 0x02, 0, 0, 0x00, 0xc0, 0
         ]
     );
 }
@@ -312,11 +313,12 @@ fn unit_attention_per_nexus_and_request_sense() {
         (0, 6, 0x29, 0)
     );
     assert_eq!(a.run(&[0, 0, 0, 0, 0, 0], &[]).status, 0);
-    // The other nexus still has its own.
-    assert_eq!(sense3(&b.run(&[0, 0, 0, 0, 0, 0], &[])), (6, 0x29, 0));
-    // A LUN reset queues BUS DEVICE RESET for both.
+    // The other nexus has not been seen yet.
+    assert_eq!(b.run(&[0x12, 0, 0, 0, 36, 0], &[]).status, 0);
+    // A LUN reset queues BUS DEVICE RESET for every nexus (B still has POWER ON first).
     a.lu.reset();
     assert_eq!(sense3(&a.run(&[0, 0, 0, 0, 0, 0], &[])), (6, 0x29, 3));
+    assert_eq!(sense3(&b.run(&[0, 0, 0, 0, 0, 0], &[])), (6, 0x29, 0));
     assert_eq!(sense3(&b.run(&[0, 0, 0, 0, 0, 0], &[])), (6, 0x29, 3));
 }
 
@@ -380,7 +382,7 @@ fn report_supported_opcodes() {
 #[test]
 fn read_only_lun_refuses_writes() {
     let dev = Arc::new(MemDevice::new(1 << 20));
-    let mut cfg = LuConfig::new("RO", [0x60; 16], BS);
+    let mut cfg = LuConfig::new("RO", [0x30; 8], BS);
     cfg.read_only = true;
     let t = T {
         lu: Arc::new(LogicalUnit::new(cfg, dev)),
@@ -390,4 +392,43 @@ fn read_only_lun_refuses_writes() {
     assert_eq!(sense3(&t.run(&write10(0, 1), &[0; 512])), (7, 0x27, 0));
     let r = t.run(&[0x1a, 0, 0x3f, 0, 255, 0], &[]);
     assert_eq!(r.data[2] & 0x80, 0x80, "WP bit");
+}
+
+#[test]
+fn get_lba_status_reports_holes() {
+    let (lu, _) = lu();
+    let t = T {
+        lu,
+        nexus: nexus("iqn.i"),
+    };
+    t.run(&[0, 0, 0, 0, 0, 0], &[]);
+    // Blocks 256..512 (128 KiB, two 64 KiB allocation chunks) hold data.
+    t.run(&write10(256, 256), &[1; 256 * 512]);
+    let mut c = [0u8; 16];
+    c[0] = 0x9e;
+    c[1] = 0x12;
+    c[9] = 0;
+    c[13] = 255;
+    let r = t.run(&c, &[]);
+    assert_eq!(r.status, 0);
+    let d = &r.data;
+    assert_eq!(&d[..4], &[0, 0, 0, 52]);
+    assert_eq!(
+        &d[8..21],
+        &[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 1],
+        "0..256 deallocated"
+    );
+    assert_eq!(
+        &d[24..37],
+        &[0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 1, 0, 0],
+        "256..512 mapped"
+    );
+    assert_eq!(
+        &d[40..53],
+        &[0, 0, 0, 0, 0, 0, 2, 0, 0, 0, 6, 0, 1],
+        "512.. deallocated"
+    );
+    // Starting LBA beyond the end.
+    c[2..10].copy_from_slice(&BLOCKS.to_be_bytes());
+    assert_eq!(sense3(&t.run(&c, &[])), (5, 0x21, 0));
 }

@@ -108,7 +108,7 @@ fn vpd_page(lu: &LogicalUnit, req: &Request<'_>, page: u8) -> CmdResult<Vec<u8>>
 
 /// Maximum blocks in one UNMAP descriptor set and per WRITE SAME: 1 GiB worth.
 pub(crate) fn max_unmap_blocks(lu: &LogicalUnit) -> u32 {
-    (1u32 << 30) / lu.cfg.block_size
+    ((1u32 << 30) / lu.cfg.block_size).min(1 << 20)
 }
 
 /// Maximum UNMAP block descriptors per command.
@@ -150,7 +150,7 @@ fn device_identification(lu: &LogicalUnit, req: &Request<'_>) -> Vec<u8> {
         d.push(value.len() as u8);
         d.extend_from_slice(value);
     };
-    // NAA IEEE Registered Extended, binary, associated with the logical unit.
+    // NAA (locally assigned), binary, associated with the logical unit.
     designator(0x01, 0x03, &c.naa);
     // T10 vendor ID based: vendor (8 bytes) + serial.
     let mut t10 = vec![b' '; 8];

@@ -1,6 +1,7 @@
 #!/bin/sh
 # chap-wrong: a CHAP session to TARGET_IQN is logged in and doing I/O; a login
-# to WRONG_IQN (default: the same target, through a second iface) with a wrong
+# to each of WRONG_IQN (space separated; default: the same target, through a
+# second iface) with a wrong
 # CHAP secret must fail with iscsiadm exit code 24 (authorization failure); the
 # first session must still read and write correctly afterwards.
 # /env: TARGET_PORTAL, TARGET_IQN, CHAP_USER, CHAP_SECRET, optional WRONG_IQN,
@@ -8,9 +9,11 @@
 . /harness.sh
 IQN=${TARGET_IQN:?TARGET_IQN missing in /env}
 WRONG=${WRONG_IQN:-$IQN}
+ALLT=$(printf '%s\n' "$IQN" $WRONG | sort -u | tr '\n' ' ')
 BAD=${WRONG_SECRET:-${CHAP_SECRET:-x}-wrong}
 
-if [ "$WRONG" = "$IQN" ]; then discover "$IQN"; else discover "$IQN" "$WRONG"; fi
+# shellcheck disable=SC2086
+discover $ALLT
 node_new "$IQN"
 node_auth "$IQN" chap
 login_ok "$IQN"
@@ -26,15 +29,17 @@ log "background writer on the good session"
 bg=$!
 sleep 1
 must 30 iscsiadm -m iface -I wrongif -o new >/dev/null
-node_new "$WRONG" wrongif
-node_auth "$WRONG" chap wrongif "$BAD"
-log "login with a wrong CHAP secret (expect iscsiadm exit 24)"
-login "$WRONG" wrongif; rc=$?
-log "wrong-secret login: iscsiadm exit $rc"
-[ $rc -eq 24 ] || fail "wrong-secret login gave iscsiadm exit $rc, expected 24 (authorization failure)"
-n=$(timeout 10 iscsiadm -m session 2>/dev/null | grep -c .)
-[ "$n" -eq 1 ] || fail "expected exactly 1 session after the failed login, found $n"
-timeout 30 iscsiadm -m node -T "$WRONG" -p "$PORTAL" -I wrongif -o delete >/dev/null 2>&1
+for w in $WRONG; do
+  node_new "$w" wrongif
+  node_auth "$w" chap wrongif "$BAD"
+  log "login to $w with a wrong CHAP secret (expect iscsiadm exit 24)"
+  login "$w" wrongif; rc=$?
+  log "wrong-secret login to $w: iscsiadm exit $rc"
+  [ $rc -eq 24 ] || fail "wrong-secret login to $w gave iscsiadm exit $rc, expected 24 (authorization failure)"
+  n=$(timeout 10 iscsiadm -m session 2>/dev/null | grep -c .)
+  [ "$n" -eq 1 ] || fail "expected exactly 1 session after the failed login, found $n"
+  timeout 30 iscsiadm -m node -T "$w" -p "$PORTAL" -I wrongif -o delete >/dev/null 2>&1
+done
 
 wait $bg || fail "background writes on the good session failed"
 cat /tmp/sums.b >> /tmp/sums

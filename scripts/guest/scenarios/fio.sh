@@ -23,7 +23,7 @@ runfio() { # NAME ARGS...
   timeout 240 fio --name="$name" --filename="/dev/$DEV" --direct=1 --ioengine=libaio \
       --group_reporting "$@" > "/tmp/fio-$name.out" 2>&1
   rc=$?
-  grep -E 'IOPS=|^ *(READ|WRITE):|err=|verify|fio:' "/tmp/fio-$name.out" | grep -v 'err= 0' | sed 's/^/    /'
+  grep -E 'IOPS=|^ *(READ|WRITE):|err=|verify|fio:' "/tmp/fio-$name.out" | grep -v 'err= 0' | sed "s/^ */    [$name] /"
   if [ $rc -ne 0 ] || grep -qiE 'verify failed|bad magic|crc32c: verify|io_u error|fio: .*error' "/tmp/fio-$name.out"; then
     cat "/tmp/fio-$name.out"
     fail "fio job $name failed (rc=$rc)"

@@ -266,15 +266,17 @@ pub(crate) fn write_same(lu: &LogicalUnit, req: &Request<'_>) -> CmdResult<Respo
     let block: Bytes = if ndob {
         Bytes::from(vec![0u8; bs as usize])
     } else {
-        if available(req.data_out) < bs as usize {
+        // Exactly one logical block of Data-Out.
+        if available(req.data_out) != bs as usize {
             return Err(Sense::INVALID_FIELD_IN_CDB);
         }
-        Bytes::from(gather(&prefix(req.data_out, bs as usize)))
+        Bytes::from(gather(req.data_out))
     };
     let offset = lba * u64::from(bs);
     let len = blocks * u64::from(bs);
     let zero = block.iter().all(|&b| b == 0);
-    let r = if zero && unmap {
+    // With UNMAP the range is deallocated (LBPRZ: it reads back as zeroes) whatever the data.
+    let r = if unmap {
         lu.dev.discard(offset, len)
     } else if zero {
         lu.dev.write_zeroes(offset, len, false)

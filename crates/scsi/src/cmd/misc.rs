@@ -76,8 +76,9 @@ pub(crate) fn read_capacity16(lu: &LogicalUnit, req: &Request<'_>) -> CmdResult<
     let mut d = vec![0u8; 32];
     d[0..8].copy_from_slice(&lu.blocks().saturating_sub(1).to_be_bytes());
     d[8..12].copy_from_slice(&lu.cfg.block_size.to_be_bytes());
-    // Logical blocks per physical block exponent: physical blocks of 4 KiB.
-    d[13] = (4096 / lu.cfg.block_size).max(1).trailing_zeros() as u8;
+    // Logical blocks per physical block exponent 0: every logical block can be written on
+    // its own (the 4 KiB preference is in the Block Limits optimal granularity).
+    d[13] = 0;
     if lu.cfg.thin {
         d[14] = 0x80 | 0x40; // LBPME, LBPRZ
     }
@@ -116,5 +117,67 @@ pub(crate) fn report_luns_for(req: &Request<'_>) -> CmdResult<Response> {
         };
         d.extend_from_slice(&[b0, l as u8, 0, 0, 0, 0, 0, 0]);
     }
+    Ok(Response::data(truncate(d, alloc)))
+}
+
+/// GET LBA STATUS (SBC-3 section 5.16): mapped and deallocated extents from the starting
+/// LBA, read from the device's allocation map (holes of a sparse image are deallocated).
+pub(crate) fn get_lba_status(lu: &LogicalUnit, req: &Request<'_>) -> CmdResult<Response> {
+    let cdb = req.cdb;
+    let start = crate::cdb::be64(cdb, 2);
+    let alloc = be32(cdb, 10) as usize;
+    let blocks = lu.blocks();
+    if start >= blocks {
+        return Err(Sense::LBA_OUT_OF_RANGE);
+    }
+    let bs = u64::from(lu.cfg.block_size);
+    let max_desc = (alloc.saturating_sub(8) / 16).clamp(1, 1024);
+    let mut descs: Vec<(u64, u64, bool)> = Vec::new();
+    let mut pos = start;
+    const WINDOW: u64 = 1 << 30;
+    while pos < blocks && descs.len() <= max_desc {
+        let end = (pos + WINDOW / bs).min(blocks);
+        let map = lu
+            .dev
+            .allocation(pos * bs, (end - pos) * bs)
+            .map_err(|e| lu.io_error(&e, false))?;
+        for e in map {
+            // Whole blocks: a block partly holding data is mapped.
+            let first = e.offset / bs;
+            let last = (e.offset + e.len).div_ceil(bs);
+            let (first, last) = if e.allocated {
+                (first, last)
+            } else {
+                (e.offset.div_ceil(bs), (e.offset + e.len) / bs)
+            };
+            if last <= first {
+                continue;
+            }
+            match descs.last_mut() {
+                Some((l, n, m)) if *m == e.allocated && *l + *n >= first => {
+                    *n = last.max(*l + *n) - *l;
+                }
+                Some((l, n, _)) if *l + *n > first => {
+                    // Overlap from a partial block already counted as mapped.
+                    let from = *l + *n;
+                    if last > from {
+                        descs.push((from, last - from, e.allocated));
+                    }
+                }
+                _ => descs.push((first, last - first, e.allocated)),
+            }
+        }
+        pos = end;
+    }
+    descs.truncate(max_desc);
+    let mut d = vec![0u8; 8];
+    for (lba, n, mapped) in &descs {
+        d.extend_from_slice(&lba.to_be_bytes());
+        d.extend_from_slice(&((*n).min(u64::from(u32::MAX)) as u32).to_be_bytes());
+        d.push(if *mapped { 0 } else { 1 });
+        d.extend_from_slice(&[0, 0, 0]);
+    }
+    let len = (d.len() - 4) as u32;
+    d[0..4].copy_from_slice(&len.to_be_bytes());
     Ok(Response::data(truncate(d, alloc)))
 }

@@ -1,0 +1,458 @@
+//! One TCP connection: the login phase, then the full feature phase, driving the sans-IO
+//! machines of `iscsi-proto` with socket reads, executor completions and a clock.
+//!
+//! The task owns the protocol state; a writer task owns the socket's write half and sends
+//! batches of frames with vectored writes; SCSI commands run on the I/O pool and come back as
+//! completions on a channel.
+
+use std::{
+    io::IoSlice,
+    net::SocketAddr,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use bytes::BytesMut;
+use iscsi_proto::{
+    ffp::{self, CloseReason, FfpConfig, Output, ResetEvent, ScsiCompletion, ScsiTask},
+    frame::{Digests, Frame, FrameDecoder, FrameEncoder, OutFrame},
+    login::{Login, LoginConfig, LoginOutcome, LoginStep},
+    lun::decode_lun,
+    negotiate::SessionType,
+    pdu::{Opcode, Pdu},
+};
+use scsi::{LunMap, Nexus};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::{
+        TcpStream,
+        tcp::{OwnedReadHalf, OwnedWriteHalf},
+    },
+    sync::mpsc,
+};
+
+use crate::{
+    registry::{PortalLogin, Target},
+    server::Server,
+    sessions::SessionKey,
+};
+
+/// Receive buffer growth step.
+const READ_CHUNK: usize = 256 * 1024;
+
+/// How long a closing connection waits for its executing commands.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Serve one accepted connection until it closes.
+pub async fn serve(server: Arc<Server>, stream: TcpStream, group: u16) {
+    let peer = stream.peer_addr().ok();
+    let local = stream.local_addr().ok();
+    let _ = stream.set_nodelay(true);
+    let (rd, wr) = stream.into_split();
+    let (out_tx, out_rx) = mpsc::unbounded_channel::<Vec<OutFrame>>();
+    let writer = tokio::spawn(writer_task(wr, out_rx));
+    let mut c = Conn {
+        server,
+        rd,
+        rbuf: BytesMut::with_capacity(READ_CHUNK),
+        dec: FrameDecoder::default(),
+        enc: FrameEncoder::default(),
+        out: out_tx,
+        group,
+        local,
+    };
+    match c.login().await {
+        Ok(Some(session)) => c.full_feature(session).await,
+        Ok(None) => {}
+        Err(e) => tracing::debug!(?peer, error = %e, "connection closed during login"),
+    }
+    let Conn { out, .. } = c;
+    drop(out);
+    let _ = tokio::time::timeout(Duration::from_secs(5), writer).await;
+}
+
+/// Writes batches of frames with vectored writes until the channel closes.
+async fn writer_task(mut wr: OwnedWriteHalf, mut rx: mpsc::UnboundedReceiver<Vec<OutFrame>>) {
+    let mut frames: Vec<OutFrame> = Vec::new();
+    while let Some(batch) = rx.recv().await {
+        frames.extend(batch);
+        while let Ok(more) = rx.try_recv() {
+            frames.extend(more);
+            if frames.len() > 256 {
+                break;
+            }
+        }
+        if let Err(e) = write_frames(&mut wr, &frames).await {
+            tracing::debug!(error = %e, "write failed");
+            return;
+        }
+        frames.clear();
+    }
+    let _ = wr.shutdown().await;
+}
+
+async fn write_frames(wr: &mut OwnedWriteHalf, frames: &[OutFrame]) -> std::io::Result<()> {
+    let mut parts: Vec<&[u8]> = Vec::with_capacity(frames.len() * 3);
+    for f in frames {
+        for p in [&f.header[..], &f.data[..], &f.trailer[..]] {
+            if !p.is_empty() {
+                parts.push(p);
+            }
+        }
+    }
+    let mut idx = 0;
+    let mut off = 0;
+    while idx < parts.len() {
+        let slices: Vec<IoSlice<'_>> = parts[idx..]
+            .iter()
+            .take(512)
+            .enumerate()
+            .map(|(i, p)| IoSlice::new(if i == 0 { &p[off..] } else { p }))
+            .collect();
+        let mut n = wr.write_vectored(&slices).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        while n > 0 {
+            let left = parts[idx].len() - off;
+            if n >= left {
+                n -= left;
+                idx += 1;
+                off = 0;
+            } else {
+                off += n;
+                n = 0;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A logged-in session's context on this connection.
+struct Session {
+    outcome: LoginOutcome,
+    key: SessionKey,
+    id: u64,
+    stop: tokio::sync::watch::Receiver<bool>,
+    finished: tokio::sync::watch::Sender<bool>,
+    target: Option<Arc<Target>>,
+    nexus: Arc<Nexus>,
+}
+
+struct Conn {
+    server: Arc<Server>,
+    rd: OwnedReadHalf,
+    rbuf: BytesMut,
+    dec: FrameDecoder,
+    enc: FrameEncoder,
+    out: mpsc::UnboundedSender<Vec<OutFrame>>,
+    group: u16,
+    local: Option<SocketAddr>,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum ConnError {
+    #[error("connection closed by peer")]
+    Eof,
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("framing: {0}")]
+    Frame(#[from] iscsi_proto::FrameError),
+    #[error("login timed out")]
+    Timeout,
+    #[error("{0}")]
+    Protocol(&'static str),
+}
+
+impl Conn {
+    /// Read until one frame is complete.
+    async fn read_frame(&mut self) -> Result<Frame, ConnError> {
+        loop {
+            if let Some(f) = self.dec.decode(&mut self.rbuf)? {
+                return Ok(f);
+            }
+            if self.rbuf.capacity() - self.rbuf.len() < 4096 {
+                self.rbuf.reserve(READ_CHUNK);
+            }
+            if self.rd.read_buf(&mut self.rbuf).await? == 0 {
+                return Err(ConnError::Eof);
+            }
+        }
+    }
+
+    fn send(&mut self, pdu: &Pdu) {
+        let f = self.enc.encode(pdu);
+        let _ = self.out.send(vec![f]);
+    }
+
+    /// The login phase. Returns the admitted session, or None when the login failed (the
+    /// failure response has been queued).
+    async fn login(&mut self) -> Result<Option<Session>, ConnError> {
+        let cfg = &self.server.config.server;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(cfg.login_timeout_secs);
+        let mut login = Login::new(LoginConfig {
+            limits: self.server.limits.clone(),
+            portal_group_tag: self.group,
+            queue_depth: cfg.queue_depth,
+        });
+        loop {
+            let frame = tokio::time::timeout_at(deadline, self.read_frame())
+                .await
+                .map_err(|_| ConnError::Timeout)??;
+            if frame.bhs.opcode() != Opcode::LOGIN_REQUEST {
+                return Err(ConnError::Protocol("non-login PDU during login"));
+            }
+            let Ok(Pdu::LoginRequest(req)) = frame.pdu() else {
+                return Err(ConnError::Protocol("undecodable login request"));
+            };
+            let ctx = PortalLogin {
+                registry: &self.server.registry,
+                group: self.group,
+            };
+            match login.handle(&req, &ctx) {
+                LoginStep::Continue(resp) => self.send(&Pdu::LoginResponse(resp)),
+                LoginStep::Fail(resp, _) => {
+                    self.send(&Pdu::LoginResponse(resp));
+                    return Ok(None);
+                }
+                LoginStep::Complete(mut resp, outcome) => {
+                    let admission = match self.server.sessions.admit(&outcome) {
+                        Ok(a) => a,
+                        Err(status) => {
+                            resp.status_class = status.class;
+                            resp.status_detail = status.detail;
+                            resp.transit = false;
+                            resp.nsg = 0;
+                            resp.data = bytes::Bytes::new();
+                            self.send(&Pdu::LoginResponse(resp));
+                            return Ok(None);
+                        }
+                    };
+                    if let Some(mut old) = admission.replaced {
+                        // Wait until the reinstated session's commands are drained.
+                        let _ = tokio::time::timeout(DRAIN_TIMEOUT, old.wait_for(|d| *d)).await;
+                    }
+                    resp.tsih = admission.tsih;
+                    self.send(&Pdu::LoginResponse(resp));
+                    let p = &outcome.params;
+                    let digests = Digests {
+                        header: p.header_digest,
+                        data: p.data_digest,
+                    };
+                    self.enc.digests = digests;
+                    self.dec.digests = digests;
+                    self.dec.max_data_segment = p.max_recv_data_segment_length as usize;
+                    let target = outcome
+                        .target_name
+                        .as_deref()
+                        .and_then(|n| self.server.registry.target(n).cloned());
+                    let nexus = Arc::new(Nexus {
+                        initiator_name: outcome.initiator_name.clone(),
+                        isid: outcome.isid,
+                        target_name: target.as_ref().map(|t| t.name.clone()).unwrap_or_default(),
+                        tpgt: self.group,
+                        relative_port: self.group,
+                    });
+                    tracing::info!(
+                        initiator = %outcome.initiator_name,
+                        target = outcome.target_name.as_deref().unwrap_or("(discovery)"),
+                        tsih = admission.tsih,
+                        header_digest = p.header_digest,
+                        data_digest = p.data_digest,
+                        "login complete"
+                    );
+                    return Ok(Some(Session {
+                        key: SessionKey::of(&outcome),
+                        outcome: *outcome,
+                        id: admission.id,
+                        stop: admission.stop,
+                        finished: admission.finished,
+                        target,
+                        nexus,
+                    }));
+                }
+            }
+        }
+    }
+
+    /// The full feature phase.
+    async fn full_feature(&mut self, mut s: Session) {
+        let cfg = &self.server.config.server;
+        let luns = s
+            .target
+            .as_ref()
+            .map(|t| t.lun_map().luns().to_vec())
+            .unwrap_or_default();
+        let ffp_cfg = FfpConfig {
+            queue_depth: cfg.queue_depth,
+            nop_interval: (cfg.nop_interval_secs > 0)
+                .then(|| Duration::from_secs(cfg.nop_interval_secs)),
+            nop_timeout: Duration::from_secs(cfg.nop_timeout_secs.max(1)),
+            luns,
+            ..FfpConfig::default()
+        };
+        let mut ffp = ffp::Connection::new(&s.outcome, ffp_cfg, Instant::now());
+        let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(u32, ScsiCompletion)>();
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut executing = 0usize;
+        let mut close: Option<CloseReason> = None;
+        let mut batch: Vec<OutFrame> = Vec::new();
+        while close.is_none() {
+            tokio::select! {
+                biased;
+                Some((itt, c)) = done_rx.recv() => {
+                    executing -= 1;
+                    ffp.complete(itt, c);
+                    while let Ok((itt, c)) = done_rx.try_recv() {
+                        executing -= 1;
+                        ffp.complete(itt, c);
+                    }
+                }
+                r = read_more(&mut self.rd, &mut self.rbuf) => {
+                    match r {
+                        Ok(0) | Err(_) => break,
+                        Ok(_) => {}
+                    }
+                    let now = Instant::now();
+                    loop {
+                        match self.dec.decode(&mut self.rbuf) {
+                            Ok(Some(frame)) => ffp.handle_frame(&frame, now),
+                            Ok(None) => break,
+                            Err(e) => {
+                                tracing::info!(error = %e, "framing error");
+                                ffp.handle_frame_error(&e);
+                                break;
+                            }
+                        }
+                    }
+                }
+                _ = tick.tick() => ffp.handle_tick(Instant::now()),
+                _ = s.stop.changed() => {
+                    tracing::info!("session stopped (reinstated or shutting down)");
+                    break;
+                }
+            }
+            while let Some(o) = ffp.poll_output() {
+                match o {
+                    Output::Send(pdu) => batch.push(self.enc.encode(&pdu)),
+                    Output::Execute(task) => {
+                        executing += 1;
+                        self.execute(&s, task, done_tx.clone());
+                    }
+                    Output::Text { itt, keys } => {
+                        let answer = self.send_targets(&s, &keys);
+                        ffp.text_reply(itt, &answer);
+                    }
+                    Output::Reset(ev) => self.reset(&s, &ev),
+                    Output::Close(reason) => {
+                        tracing::debug!(?reason, "closing connection");
+                        close = Some(reason);
+                    }
+                }
+            }
+            if !batch.is_empty() && self.out.send(std::mem::take(&mut batch)).is_err() {
+                break;
+            }
+        }
+        // Let executing commands finish before the session is declared gone, so that a
+        // reinstated session never races with this one's writes.
+        let deadline = tokio::time::Instant::now() + DRAIN_TIMEOUT;
+        while executing > 0 {
+            match tokio::time::timeout_at(deadline, done_rx.recv()).await {
+                Ok(Some(_)) => executing -= 1,
+                _ => break,
+            }
+        }
+        if let Some(t) = &s.target {
+            for (_, lu) in t.lun_map().iter() {
+                lu.nexus_lost(&s.nexus);
+            }
+        }
+        self.server.sessions.remove(&s.key, s.id);
+        let _ = s.finished.send(true);
+    }
+
+    fn execute(
+        &self,
+        s: &Session,
+        task: ScsiTask,
+        done: mpsc::UnboundedSender<(u32, ScsiCompletion)>,
+    ) {
+        let map: Arc<LunMap> = match &s.target {
+            Some(t) => t.lun_map(),
+            None => Arc::new(LunMap::new()),
+        };
+        let nexus = s.nexus.clone();
+        self.server.io.spawn(Box::new(move || {
+            let req = scsi::Request {
+                nexus: &nexus,
+                cdb: &task.cdb,
+                data_out: &task.data,
+                luns: map.luns(),
+            };
+            let r = map.execute(decode_lun(task.lun), &req);
+            let _ = done.send((
+                task.itt,
+                ScsiCompletion {
+                    status: r.status,
+                    sense: r.sense,
+                    data: r.data,
+                    write_len: r.write_len,
+                },
+            ));
+        }));
+    }
+
+    fn send_targets(
+        &self,
+        s: &Session,
+        keys: &iscsi_proto::text::TextKeys,
+    ) -> iscsi_proto::text::TextKeys {
+        let which = keys.get("SendTargets").unwrap_or("");
+        let local = self
+            .local
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 3260)));
+        let session_target = match s.outcome.session_type {
+            SessionType::Discovery => None,
+            SessionType::Normal => s.outcome.target_name.as_deref(),
+        };
+        // In a normal session only the session's own target may be listed.
+        let which = if session_target.is_some() && which == "All" {
+            ""
+        } else {
+            which
+        };
+        self.server
+            .registry
+            .send_targets(which, &s.outcome.initiator_name, session_target, local)
+    }
+
+    fn reset(&self, s: &Session, ev: &ResetEvent) {
+        let Some(t) = &s.target else { return };
+        let map = t.lun_map();
+        match ev {
+            ResetEvent::LogicalUnit { lun } => {
+                if let Some(lu) = map.get(*lun) {
+                    tracing::info!(lun, "LOGICAL UNIT RESET");
+                    lu.reset();
+                }
+            }
+            ResetEvent::TargetWarm | ResetEvent::TargetCold => {
+                tracing::info!(target = %t.name, "TARGET RESET");
+                for (_, lu) in map.iter() {
+                    lu.reset();
+                }
+            }
+            ResetEvent::TaskSet { .. } => {}
+        }
+    }
+}
+
+/// Read more bytes into the buffer (cancellation safe).
+async fn read_more(rd: &mut OwnedReadHalf, buf: &mut BytesMut) -> std::io::Result<usize> {
+    if buf.capacity() - buf.len() < 4096 {
+        buf.reserve(READ_CHUNK);
+    }
+    rd.read_buf(buf).await
+}

@@ -1,0 +1,111 @@
+//! The server: configuration, targets, sessions, the I/O pool, and the portal listeners.
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use anyhow::Context;
+use iscsi_proto::negotiate::{DigestPolicy, TargetLimits};
+use tokio::{net::TcpListener, sync::Semaphore};
+
+use crate::{config::Config, conn, io_pool::IoPool, registry::Registry, sessions::SessionTable};
+
+/// Shared server state.
+#[derive(Debug)]
+pub struct Server {
+    /// The configuration in force.
+    pub config: Config,
+    /// Negotiation limits derived from the configuration.
+    pub limits: TargetLimits,
+    /// Targets and portals.
+    pub registry: Registry,
+    /// Sessions.
+    pub sessions: SessionTable,
+    /// Disk I/O threads.
+    pub io: IoPool,
+    connections: Arc<Semaphore>,
+}
+
+impl Server {
+    /// Build the server: open every LUN and start the I/O threads.
+    pub fn new(config: Config) -> anyhow::Result<Arc<Self>> {
+        let s = &config.server;
+        let limits = TargetLimits {
+            max_recv_data_segment_length: s.max_recv_data_segment_length,
+            max_burst_length: s.max_burst_length,
+            first_burst_length: s.first_burst_length,
+            max_outstanding_r2t: s.max_outstanding_r2t,
+            initial_r2t: s.initial_r2t,
+            immediate_data: s.immediate_data,
+            default_time2wait: 2,
+            default_time2retain: 0,
+            digest_policy: match s.digests.as_str() {
+                "require" => DigestPolicy::Require,
+                "refuse" => DigestPolicy::Refuse,
+                _ => DigestPolicy::Allow,
+            },
+        };
+        let registry = Registry::from_config(&config)?;
+        let io = IoPool::new(s.io_threads).context("starting I/O threads")?;
+        let connections = Arc::new(Semaphore::new(s.max_connections));
+        Ok(Arc::new(Self {
+            config,
+            limits,
+            registry,
+            sessions: SessionTable::default(),
+            io,
+            connections,
+        }))
+    }
+
+    /// Bind every portal; returns the bound addresses in configuration order.
+    pub async fn listen(self: &Arc<Self>) -> anyhow::Result<Vec<SocketAddr>> {
+        let mut bound = Vec::new();
+        let portals = self.config.portals.clone();
+        for (i, p) in portals.iter().enumerate() {
+            let listener = TcpListener::bind(p.address)
+                .await
+                .with_context(|| format!("listening on {}", p.address))?;
+            let addr = listener.local_addr()?;
+            self.registry.set_bound(i, addr);
+            bound.push(addr);
+            tokio::spawn(self.clone().accept_loop(listener, p.group));
+        }
+        Ok(bound)
+    }
+
+    async fn accept_loop(self: Arc<Self>, listener: TcpListener, group: u16) {
+        let mut backoff = Duration::from_millis(10);
+        loop {
+            let Ok(permit) = self.connections.clone().acquire_owned().await else {
+                return;
+            };
+            match listener.accept().await {
+                Ok((stream, peer)) => {
+                    backoff = Duration::from_millis(10);
+                    tracing::debug!(%peer, group, "connection");
+                    let server = self.clone();
+                    tokio::spawn(async move {
+                        conn::serve(server, stream, group).await;
+                        drop(permit);
+                    });
+                }
+                Err(e) => {
+                    // Out of descriptors and similar: back off rather than spin.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                }
+            }
+        }
+    }
+
+    /// Make everything written durable (at shutdown).
+    pub fn flush_all(&self) {
+        for t in &self.registry.targets {
+            for (lun, lu) in t.lun_map().iter() {
+                if let Err(e) = lu.device().flush() {
+                    tracing::error!(target = %t.name, lun, error = %e, "flush failed");
+                }
+            }
+        }
+    }
+}
