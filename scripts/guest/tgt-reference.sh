@@ -7,7 +7,8 @@
 #             kill-restart fio   (default: all, in that order)
 # Env: TGT_PORT (default 3261), TGT_CONTROL_PORT (default 7000 + TGT_PORT % 1000),
 #      TGT_OUTAGE (seconds tgtd stays dead in kill-restart, default 3),
-#      TGT_KEEP=1 keeps the temp dir, plus run.sh's GUEST_* variables.
+#      TGT_STATE_PARENT (where the state dir with the sparse images goes,
+#      default /dev/shm, else /tmp), TGT_KEEP=1 keeps the state dir, plus run.sh's GUEST_* variables.
 # Prints run.sh's PASS/FAIL lines and a summary; exits non-zero if any failed.
 #
 # tgt specifics (see the report in the harness notes):
@@ -17,6 +18,9 @@
 #    on from the host's view); the guest uses 10.0.2.2:PORT instead.
 #  - tgt's CHAP only works with MD5 (open-iscsi's default CHAP_A=5); offering
 #    SHA-256 makes tgt 1.0.85 fail the login.
+#  - tgt answers HeaderDigest/DataDigest=None unless the target's parameters
+#    allow CRC32C (tgtadm --op update --mode target -n HeaderDigest -v CRC32C,None).
+#  - tgtd ignores SIGTERM; it is stopped by PID with SIGKILL.
 #  - tgt's configuration lives only in the daemon: after kill -9 the hook
 #    starts a new tgtd and re-creates targets, LUNs and accounts.
 set -euo pipefail
@@ -30,6 +34,7 @@ T_SECOND=$P:tgt.second    # tid 2: LUN1 128 MiB
 T_CHAP=$P:tgt.chap        # tid 3: LUN1 512 MiB, one-way CHAP
 T_MUTUAL=$P:tgt.mutual    # tid 4: LUN1 512 MiB, mutual CHAP
 T_KILL=$P:tgt.kill        # tid 5: LUN1 512 MiB (kill-restart)
+T_DIGEST=$P:tgt.digest    # tid 6: LUN1 512 MiB, CRC32C header and data digests
 CHAP_USER=guest-user CHAP_SECRET=guest-secret-0123
 MUTUAL_USER=target-user MUTUAL_SECRET=target-secret-4567
 
@@ -68,7 +73,12 @@ configure_tgt() { # STATE: targets, LUNs, accounts (idempotent images)
   tgtadm_ --op new --mode logicalunit --tid 4 --lun 1 -b "$state/mutual1.img"
   tgtadm_ --op new --mode target --tid 5 -T "$T_KILL"
   tgtadm_ --op new --mode logicalunit --tid 5 --lun 1 -b "$state/kill1.img"
-  for tid in 1 2 3 4 5; do tgtadm_ --op bind --mode target --tid "$tid" -I ALL; done
+  tgtadm_ --op new --mode target --tid 6 -T "$T_DIGEST"
+  tgtadm_ --op new --mode logicalunit --tid 6 --lun 1 -b "$state/digest1.img"
+  # tgt offers no digests unless told to (it answers None to CRC32C)
+  tgtadm_ --op update --mode target --tid 6 -n HeaderDigest -v CRC32C,None
+  tgtadm_ --op update --mode target --tid 6 -n DataDigest -v CRC32C,None
+  for tid in 1 2 3 4 5 6; do tgtadm_ --op bind --mode target --tid "$tid" -I ALL; done
   tgtadm_ --op new --mode account --user "$CHAP_USER" --password "$CHAP_SECRET"
   tgtadm_ --op new --mode account --user "$MUTUAL_USER" --password "$MUTUAL_SECRET"
   tgtadm_ --op bind --mode account --tid 3 --user "$CHAP_USER"
@@ -86,8 +96,9 @@ if [[ ${1:-} == --hook ]]; then
       pid=$(cat "$state/tgtd.pid")
       echo "kill -9 tgtd pid $pid"
       kill -9 "$pid"
-      for _ in $(seq 100); do alive "$pid" || break; sleep 0.1; done
-      alive "$pid" && { echo "tgtd $pid did not die"; exit 4; }
+      # a thread stuck in fdatasync() delays the exit: wait up to 60 s
+      for _ in $(seq 600); do alive "$pid" || break; sleep 0.1; done
+      alive "$pid" && { echo "tgtd $pid did not die within 60 s of SIGKILL"; exit 4; }
       sleep "${TGT_OUTAGE:-3}"
       start_tgtd "$state"
       configure_tgt "$state"
@@ -107,7 +118,10 @@ ALL=(fs-roundtrip fs-digest fs-chap fs-mutual chap-wrong multi-lun kill-restart 
 if (($#)); then SCEN=("$@"); else SCEN=("${ALL[@]}"); fi
 for s in "${SCEN[@]}"; do [[ " ${ALL[*]} " == *" $s "* ]] || die "unknown scenario $s (one of: ${ALL[*]})"; done
 
-STATE=$(mktemp -d /tmp/ironlun-tgt-ref.XXXXXX)
+# images on tmpfs by default: fast, and kill -9 never waits for a disk flush
+parent=${TGT_STATE_PARENT:-/dev/shm}
+[[ -d $parent && -w $parent ]] || parent=/tmp
+STATE=$(mktemp -d "$parent/ironlun-tgt-ref.XXXXXX")
 export TGT_REF_STATE=$STATE TGT_PORT=$PORT TGT_CONTROL_PORT=$CPORT
 cleanup() {
   if [[ -f $STATE/tgtd.pid ]]; then
@@ -122,7 +136,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-for img in plain1:512M plain2:256M second1:128M chap1:512M mutual1:512M kill1:512M; do
+for img in plain1:512M plain2:256M second1:128M chap1:512M mutual1:512M kill1:512M digest1:512M; do
   truncate -s "${img#*:}" "$STATE/${img%%:*}.img"
 done
 start_tgtd "$STATE"
@@ -139,7 +153,7 @@ results=(); pass=0; failn=0
 for s in "${SCEN[@]}"; do
   case $s in
     fs-roundtrip) args=("$S/fs-roundtrip.sh" TARGET_PORTAL=$G TARGET_IQN=$T_PLAIN) ;;
-    fs-digest)    args=("$S/fs-roundtrip.sh" SCENARIO_NAME=fs-digest TARGET_PORTAL=$G TARGET_IQN=$T_PLAIN
+    fs-digest)    args=("$S/fs-roundtrip.sh" SCENARIO_NAME=fs-digest TARGET_PORTAL=$G TARGET_IQN=$T_DIGEST
                         DIGEST=crc32c) ;;
     fs-chap)      args=("$S/fs-roundtrip.sh" SCENARIO_NAME=fs-chap TARGET_PORTAL=$G TARGET_IQN=$T_CHAP
                         AUTH=chap CHAP_USER=$CHAP_USER CHAP_SECRET=$CHAP_SECRET FS_FILES=${FS_SMALL_FILES:-16}) ;;

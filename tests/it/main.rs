@@ -1,1 +1,14 @@
-//! Integration tests of the ironlun binary.
+//! Integration tests of the ironlun binary on loopback: raw PDUs from a test initiator, and
+//! real peers (libiscsi's tools, qemu-img).
+
+// Test modules share helpers with `pub`; nothing here is a public API.
+#![allow(unreachable_pub)]
+
+mod harness;
+mod initiator;
+
+mod discovery;
+mod full_feature;
+mod libiscsi;
+mod login;
+mod qemu;

@@ -41,10 +41,18 @@ impl FileDevice {
         if !exists && let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(|e| BlockError::io(e, ctx()))?;
         }
+        if let (false, Some(size)) = (exists, create_size) {
+            // A missing image is created sparse, even for a read-only LUN (it reads zeroes).
+            let f = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(path)
+                .map_err(|e| BlockError::io(e, ctx()))?;
+            f.set_len(size).map_err(|e| BlockError::io(e, ctx()))?;
+        }
         let file = OpenOptions::new()
             .read(true)
             .write(!read_only)
-            .create(!read_only && !exists)
             .open(path)
             .map_err(|e| BlockError::io(e, ctx()))?;
         let meta = file.metadata().map_err(|e| BlockError::io(e, ctx()))?;

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Installs the Debian packages the test suite needs, only when they are missing.
+set -euo pipefail
+
+SUDO=
+if [[ $(id -u) -ne 0 ]]; then SUDO=sudo; fi
+export DEBIAN_FRONTEND=noninteractive
+updated=0
+apt_update() {
+    if [[ $updated -eq 0 ]]; then
+        $SUDO apt-get update -qq
+        updated=1
+    fi
+}
+have_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
+
+need=()
+command -v iscsi-test-cu >/dev/null || need+=(libiscsi-bin)
+command -v qemu-system-x86_64 >/dev/null || need+=(qemu-system-x86)
+command -v cpio >/dev/null || need+=(cpio)
+if [[ ${#need[@]} -gt 0 ]]; then
+    echo "install-deps: installing ${need[*]}"
+    apt_update
+    $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+
+# QEMU's iscsi:// driver. qemu-block-extra pins qemu-utils to its own version, which may be
+# older than the preinstalled qemu-utils: install both at the driver's version.
+if ! have_pkg qemu-block-extra; then
+    echo "install-deps: installing qemu-block-extra and the matching qemu-utils"
+    apt_update
+    v=$(apt-cache show qemu-block-extra | awk '/^Version/{print $2; exit}')
+    $SUDO apt-get install -y -qq --allow-downgrades qemu-block-extra "qemu-utils=$v" >/dev/null
+fi
+echo "install-deps: ok"

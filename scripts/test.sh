@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh Debian machine: installs what it needs, then runs
+# formatting and lint checks, the unit and integration tests, and libiscsi's conformance suite.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+start=$(date +%s)
+step() { printf '\n=== %s (%ss)\n' "$*" $(( $(date +%s) - start )); }
+
+step "dependencies"
+scripts/install-deps.sh
+
+step "format and lints"
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "build"
+cargo build --workspace --all-targets --locked
+
+step "unit and integration tests"
+if cargo nextest --version >/dev/null 2>&1; then
+    cargo nextest run --workspace --locked --no-fail-fast
+else
+    cargo test --workspace --locked --no-fail-fast
+fi
+cargo test --doc --workspace --locked
+
+step "libiscsi conformance: target core suites (must pass)"
+IRONLUN_BIN=target/debug/ironlun scripts/conformance.sh
+
+step "libiscsi conformance: every suite (reported)"
+CONFORMANCE_STRICT=0 IRONLUN_BIN=target/debug/ironlun scripts/conformance.sh --all
+
+step "done"

@@ -1,0 +1,165 @@
+//! Full feature phase over TCP: data on disk, R2T, residuals, NOP, task management, logout,
+//! rejects.
+
+use iscsi_proto::pdu::{LogoutRequest, NopOut, Pdu, RESERVED_TAG, TaskMgmtRequest};
+
+use crate::{
+    harness::{IQN, Server},
+    initiator::Initiator,
+};
+
+fn logged_in(s: &Server) -> Initiator {
+    let mut i = Initiator::connect(s.addr());
+    assert_eq!(i.login("iqn.2026-11.test:host", IQN, &[]).status_class, 0);
+    i.clear_ua(0);
+    i
+}
+
+#[test]
+fn writes_reach_the_image_file() {
+    let s = Server::start("");
+    let mut i = logged_in(&s);
+    // 1 MiB at LBA 2048: immediate data, unsolicited Data-Out and R2T-solicited data.
+    let data: Vec<u8> = (0..1u32 << 20)
+        .map(|x| (x.wrapping_mul(2_654_435_761) >> 24) as u8)
+        .collect();
+    let w = i.scsi(
+        0,
+        &[0x2a, 0, 0, 0, 0x08, 0, 0, 0x08, 0, 0],
+        &data,
+        1 << 20,
+        false,
+    );
+    assert_eq!(w.status, 0);
+    let sync = i.scsi(0, &[0x35, 0, 0, 0, 0, 0, 0, 0, 0, 0], &[], 0, false);
+    assert_eq!(sync.status, 0);
+    let img = std::fs::read(s.path("lun0.img")).unwrap();
+    assert_eq!(&img[2048 * 512..2048 * 512 + (1 << 20)], &data[..]);
+    let r = i.scsi(
+        0,
+        &[0x28, 0, 0, 0, 0x08, 0, 0, 0x08, 0, 0],
+        &[],
+        1 << 20,
+        true,
+    );
+    assert_eq!(r.data, data);
+}
+
+#[test]
+fn residuals_and_sense() {
+    let s = Server::start("");
+    let mut i = logged_in(&s);
+    let r = i.scsi(0, &[0x28, 0, 0, 0, 0, 0, 0, 0, 1, 0], &[], 1024, true);
+    assert_eq!(
+        (r.status, r.data.len(), r.residual),
+        (0, 512, (true, false, 512))
+    );
+    let r = i.scsi(0, &[0x28, 0, 0, 0, 0, 0, 0, 0, 2, 0], &[], 512, true);
+    assert_eq!(
+        (r.status, r.data.len(), r.residual),
+        (0, 512, (false, true, 512))
+    );
+    // Beyond the end of the 64 MiB LUN.
+    let r = i.scsi(0, &[0x28, 0, 0, 0x02, 0, 0, 0, 0, 1, 0], &[], 512, true);
+    assert_eq!((r.status, r.sense[2] & 0xf, r.sense[12]), (2, 5, 0x21));
+    // Unknown opcode.
+    let r = i.scsi(0, &[0xc7, 0, 0, 0, 0, 0], &[], 0, false);
+    assert_eq!((r.status, r.sense[12]), (2, 0x20));
+    // A LUN that does not exist.
+    let r = i.scsi(0x0005_0000_0000_0000, &[0, 0, 0, 0, 0, 0], &[], 0, false);
+    assert_eq!((r.status, r.sense[12]), (2, 0x25));
+}
+
+#[test]
+fn nop_out_ping_is_answered() {
+    let s = Server::start("");
+    let mut i = logged_in(&s);
+    i.send(&Pdu::NopOut(NopOut {
+        immediate: true,
+        itt: 77,
+        ttt: RESERVED_TAG,
+        cmd_sn: i.cmd_sn,
+        exp_stat_sn: i.exp_stat_sn,
+        data: bytes::Bytes::from_static(b"are you there"),
+        ..Default::default()
+    }));
+    let Pdu::NopIn(n) = i.recv() else { panic!() };
+    assert_eq!(
+        (n.itt, n.ttt, &n.data[..]),
+        (77, RESERVED_TAG, &b"are you there"[..])
+    );
+}
+
+#[test]
+fn lun_reset_then_unit_attention() {
+    let s = Server::start("");
+    let mut i = logged_in(&s);
+    i.send(&Pdu::TaskMgmtRequest(TaskMgmtRequest {
+        immediate: true,
+        function: 5,
+        lun: 0,
+        itt: 99,
+        referenced_task_tag: RESERVED_TAG,
+        cmd_sn: i.cmd_sn,
+        exp_stat_sn: i.exp_stat_sn,
+        ..Default::default()
+    }));
+    let Pdu::TaskMgmtResponse(r) = i.recv() else {
+        panic!()
+    };
+    assert_eq!((r.itt, r.response), (99, 0));
+    let t = i.scsi(0, &[0; 6], &[], 0, false);
+    assert_eq!(
+        (t.status, t.sense[2] & 0xf, t.sense[12], t.sense[13]),
+        (2, 6, 0x29, 0x03)
+    );
+}
+
+#[test]
+fn logout_closes_the_session() {
+    let s = Server::start("");
+    let mut i = logged_in(&s);
+    i.send(&Pdu::LogoutRequest(LogoutRequest {
+        immediate: true,
+        reason: 0,
+        itt: 5,
+        cmd_sn: i.cmd_sn,
+        exp_stat_sn: i.exp_stat_sn,
+        ..Default::default()
+    }));
+    let Pdu::LogoutResponse(r) = i.recv() else {
+        panic!()
+    };
+    assert_eq!((r.itt, r.response), (5, 0));
+    assert!(i.closed());
+}
+
+#[test]
+fn unknown_opcode_is_rejected_and_oversized_segment_closes() {
+    let s = Server::start("");
+    let mut i = logged_in(&s);
+    let mut hdr = [0u8; 48];
+    hdr[0] = 0x1c;
+    hdr[1] = 0x80;
+    hdr[16..20].copy_from_slice(&0x1234u32.to_be_bytes());
+    i.send_raw(&hdr);
+    let Pdu::Reject(r) = i.recv() else { panic!() };
+    assert_eq!(r.reason, 0x05);
+    assert_eq!(&r.data[..], &hdr[..]);
+    // The connection still works.
+    assert_eq!(i.scsi(0, &[0; 6], &[], 0, false).status, 0);
+    // A data segment above the declared 262144 bytes.
+    let mut hdr = [0u8; 48];
+    hdr[0] = 0x01;
+    hdr[1] = 0xa0;
+    hdr[5] = 0x10; // 1 MiB
+    i.send_raw(&hdr);
+    match i.try_recv() {
+        Some(Pdu::Reject(r)) => {
+            assert_eq!(r.reason, 0x04);
+            assert!(i.closed());
+        }
+        None => {}
+        Some(other) => panic!("unexpected {other:?}"),
+    }
+}
