@@ -45,7 +45,11 @@ init2=iqn.2026-11.test:conformance-2
 cat > "$work/ironlun.toml" <<EOF
 [server]
 data_dir = "$work/data"
-nop_interval_secs = 5
+# libiscsi's synchronous test tool does not read the socket while it sleeps (Sanitize.Reset
+# sleeps 60 s), so target pings would drop its connection (libiscsi issue #185).
+nop_interval_secs = 0
+# SANITIZE must still be running seconds after it starts (Sanitize.Reset checks it).
+sanitize_rate_mib_s = 32
 
 [[portal]]
 address = "127.0.0.1:$p1"
@@ -63,6 +67,13 @@ allowed_initiators = ["$init1", "$init2"]
 lun = 0
 path = "$work/data/lun0.img"
 size = "256MiB"
+
+# The ReadOnly suite runs against a write-protected LUN.
+[[target.lun]]
+lun = 1
+path = "$work/data/lun1.img"
+size = "16MiB"
+read_only = true
 EOF
 
 server_pid=
@@ -89,6 +100,7 @@ for suite in "${SUITES[@]}"; do
     log="$out/$suite.log"
     urls=("$url1")
     [[ "$suite" == MultipathIO ]] && urls+=("$url2")
+    [[ "$suite" == ReadOnly ]] && urls=("${url1%/0}/1")
     set +e
     timeout -k 10 300 stdbuf -oL iscsi-test-cu --dataloss --allow-sanitize \
         -i "$init1" -I "$init2" -t "ALL.$suite" "${urls[@]}" >"$log" 2>&1

@@ -79,6 +79,8 @@ pub struct ServerConfig {
     pub digests: String,
     /// Largest number of simultaneous connections.
     pub max_connections: usize,
+    /// SANITIZE OVERWRITE pace in MiB/s, so that it does not starve other I/O (0: unpaced).
+    pub sanitize_rate_mib_s: u64,
 }
 
 impl Default for ServerConfig {
@@ -98,6 +100,7 @@ impl Default for ServerConfig {
             immediate_data: true,
             digests: "allow".into(),
             max_connections: 1024,
+            sanitize_rate_mib_s: 256,
         }
     }
 }

@@ -6,9 +6,13 @@
 //! completions on a channel.
 
 use std::{
+    collections::HashMap,
     io::IoSlice,
     net::SocketAddr,
-    sync::Arc,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -295,17 +299,18 @@ impl Conn {
         let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(u32, ScsiCompletion)>();
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut executing = 0usize;
+        // Executing tasks and their abort flags.
+        let mut executing: HashMap<u32, Arc<AtomicBool>> = HashMap::new();
         let mut close: Option<CloseReason> = None;
         let mut batch: Vec<OutFrame> = Vec::new();
         while close.is_none() {
             tokio::select! {
                 biased;
                 Some((itt, c)) = done_rx.recv() => {
-                    executing -= 1;
+                    executing.remove(&itt);
                     ffp.complete(itt, c);
                     while let Ok((itt, c)) = done_rx.try_recv() {
-                        executing -= 1;
+                        executing.remove(&itt);
                         ffp.complete(itt, c);
                     }
                 }
@@ -337,8 +342,14 @@ impl Conn {
                 match o {
                     Output::Send(pdu) => batch.push(self.enc.encode(&pdu)),
                     Output::Execute(task) => {
-                        executing += 1;
-                        self.execute(&s, task, done_tx.clone());
+                        let abort = Arc::new(AtomicBool::new(false));
+                        executing.insert(task.itt, abort.clone());
+                        self.execute(&s, task, abort, done_tx.clone());
+                    }
+                    Output::Abort { itt } => {
+                        if let Some(flag) = executing.get(&itt) {
+                            flag.store(true, Ordering::Release);
+                        }
                     }
                     Output::Text { itt, keys } => {
                         let answer = self.send_targets(&s, &keys);
@@ -358,9 +369,14 @@ impl Conn {
         // Let executing commands finish before the session is declared gone, so that a
         // reinstated session never races with this one's writes.
         let deadline = tokio::time::Instant::now() + DRAIN_TIMEOUT;
-        while executing > 0 {
+        for flag in executing.values() {
+            flag.store(true, Ordering::Release);
+        }
+        while !executing.is_empty() {
             match tokio::time::timeout_at(deadline, done_rx.recv()).await {
-                Ok(Some(_)) => executing -= 1,
+                Ok(Some((itt, _))) => {
+                    executing.remove(&itt);
+                }
                 _ => break,
             }
         }
@@ -377,6 +393,7 @@ impl Conn {
         &self,
         s: &Session,
         task: ScsiTask,
+        abort: Arc<AtomicBool>,
         done: mpsc::UnboundedSender<(u32, ScsiCompletion)>,
     ) {
         let map: Arc<LunMap> = match &s.target {
@@ -390,6 +407,7 @@ impl Conn {
                 cdb: &task.cdb,
                 data_out: &task.data,
                 luns: map.luns(),
+                abort: Some(&abort),
             };
             let r = map.execute(decode_lun(task.lun), &req);
             let _ = done.send((

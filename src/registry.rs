@@ -100,6 +100,7 @@ fn hex_upper(b: &[u8]) -> String {
 
 /// Open a LUN's backing store and build its logical unit.
 pub fn open_lun(
+    server: &crate::config::ServerConfig,
     target: &TargetConfig,
     l: &LunConfig,
     port_groups: &[(u16, u16)],
@@ -119,6 +120,11 @@ pub fn open_lun(
     cfg.read_only = l.read_only;
     cfg.thin = l.thin.unwrap_or_else(|| dev.thin());
     cfg.port_groups = port_groups.to_vec();
+    cfg.sanitize_rate = server.sanitize_rate_mib_s << 20;
+    let pr_dir = server.data_dir.join("reservations");
+    std::fs::create_dir_all(&pr_dir).with_context(|| format!("creating {}", pr_dir.display()))?;
+    let naa_hex: String = naa.iter().map(|b| format!("{b:02x}")).collect();
+    cfg.pr_file = Some(pr_dir.join(format!("{naa_hex}.pr")));
     Ok(LogicalUnit::new(cfg, Arc::new(dev) as Arc<dyn BlockDevice>))
 }
 
@@ -140,7 +146,7 @@ impl Registry {
                 .collect();
             let mut map = LunMap::new();
             for l in &t.luns {
-                map.insert(l.lun, Arc::new(open_lun(t, l, &port_groups)?));
+                map.insert(l.lun, Arc::new(open_lun(&c.server, t, l, &port_groups)?));
             }
             targets.push(Arc::new(Target {
                 name: t.name.clone(),

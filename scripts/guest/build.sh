@@ -35,6 +35,9 @@ if ((${#missing[@]})); then
   fi
 fi
 mkdir -p "$DEBS" "$XTRACT" || die "cannot create cache dir $CACHE"
+# one build at a time per cache
+exec 8>"$CACHE/.lock"
+command -v flock >/dev/null 2>&1 && flock 8
 
 # ---------------------------------------------------------- package resolution
 # Root packages; their library dependencies (lib*, zlib1g) are followed
@@ -372,6 +375,6 @@ rm -rf "$OUT"
 mv "$STAGE/out" "$OUT"
 ln -sfn "base-$KEY" "$CACHE/latest"
 log "guest ready: $OUT ($(du -h "$OUT/initramfs.gz" | cut -f1) initramfs)"
-# drop older builds (keep this one)
-for old in "$CACHE"/base-*; do [[ $old == "$OUT" ]] || rm -rf "$old"; done
+# keep the three newest builds
+ls -dt "$CACHE"/base-* 2>/dev/null | tail -n +4 | while read -r old; do rm -rf "$old"; done
 emit

@@ -139,10 +139,12 @@ wait_disks() {
   session_disks "$1"
   fail "timed out waiting for $2 disk(s) of $1"
 }
-# first_disk IQN: device name (sdX) of the lowest LUN that is a disk
+# first_disk IQN: sets DISK to the device name (sdX) of the lowest LUN that is
+# a disk (a variable, not stdout: fail inside $(...) would not stop the script)
 first_disk() {
   wait_disks "$1" 1 "${2:-60}"
-  session_disks "$1" | awk 'NR==1{print $2}'
+  DISK=$(session_disks "$1" | awk 'NR==1{print $2}')
+  [ -n "$DISK" ] && [ -b "/dev/$DISK" ] || fail "no disk found for $1"
 }
 
 # session_param IQN NAME: negotiated value from iscsiadm -m session -P2
@@ -161,14 +163,14 @@ check_digest() {
 # keeps the cwd of the command it guards for up to a second)
 umount_ok() {
   _i=0
-  while ! umount "$1" 2>/dev/null; do
+  while ! timeout 120 umount "$1" 2>/dev/null; do
     _i=$((_i+1))
-    [ $_i -ge 20 ] && { umount "$1"; fail "cannot umount $1"; }
+    [ $_i -ge 20 ] && { timeout 60 umount "$1"; fail "cannot umount $1"; }
     sleep 0.5
   done
 }
 
-drop_caches() { sync; echo 3 > /proc/sys/vm/drop_caches; }
+drop_caches() { must 120 sync; echo 3 > /proc/sys/vm/drop_caches; }
 
 # write_files DIR PREFIX COUNT MB: COUNT files of MB MiB random data, fsync'd
 write_files() {

@@ -108,14 +108,15 @@ while IFS= read -r line; do
           exec 9>"$WORK/hook.lock"; flock 9   # one hook at a time
           echo "[host-hook] running $GUEST_HOST_HOOK $word"
           set +e
-          timeout -k 5 "${GUEST_HOOK_TIMEOUT:-120}" "$GUEST_HOST_HOOK" "$word" 2>&1 | sed -u 's/^/[host-hook] /'
+          timeout -k 5 "${GUEST_HOOK_TIMEOUT:-120}" "$GUEST_HOST_HOOK" "$word" </dev/null 2>&1 | sed -u 's/^/[host-hook] /'
           rc=${PIPESTATUS[0]}
         else
           echo "[host-hook] HOST-ACTION $word requested but GUEST_HOST_HOOK is not set"
           rc=127
         fi
         echo "[host-hook] $word finished with exit code $rc"
-        printf 'HOST-DONE %s %s\n' "$word" "$rc" > "$WORK/hook.in"
+        # <> opens the FIFO without blocking even if QEMU is gone
+        printf 'HOST-DONE %s %s\n' "$word" "$rc" 1<>"$WORK/hook.in"
       ) 2>&1 | tee -a "$LOG" &
       ;;
   esac
@@ -128,8 +129,9 @@ set -e
 DUR=$((SECONDS - START))
 
 if [[ -n $code ]]; then
+  echo "[guest-run] $NAME: scenario exit $code after ${DUR}s (log $LOG)"
   if ((code == 0)); then
-    echo "PASS $NAME (${DUR}s)"
+    echo "PASS $NAME"
   else
     reason=$(grep -m1 -E '^(\[scenario\] )?FAIL:' "$LOG" | sed 's/^\[scenario\] //; s/^FAIL: //' || true)
     echo "FAIL $NAME (scenario exit $code${reason:+: $reason}, ${DUR}s)"

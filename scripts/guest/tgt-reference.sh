@@ -48,7 +48,7 @@ alive() { [[ -r /proc/$1/stat ]] && [[ $(awk '{print $3}' "/proc/$1/stat" 2>/dev
 
 start_tgtd() { # STATE: starts tgtd, records its PID in $STATE/tgtd.pid
   local state=$1 i
-  tgtd -f -C "$CPORT" --iscsi "portal=127.0.0.1:$PORT" >>"$state/tgtd.log" 2>&1 &
+  tgtd -f -C "$CPORT" --iscsi "portal=127.0.0.1:$PORT" </dev/null >>"$state/tgtd.log" 2>&1 &
   echo $! > "$state/tgtd.pid"
   disown $! 2>/dev/null || true
   for i in $(seq 100); do

@@ -8,9 +8,11 @@
 
 mod cdb;
 mod cmd;
+mod lock;
 mod lu;
 mod mode;
 pub mod opcodes;
+mod pr;
 pub mod sense;
 mod target;
 mod vpd;
@@ -72,6 +74,16 @@ pub struct Request<'a> {
     pub data_out: &'a [Bytes],
     /// The LUNs this nexus sees (for REPORT LUNS).
     pub luns: &'a [u16],
+    /// Set when the task is aborted; long-running commands check it and stop early.
+    pub abort: Option<&'a std::sync::atomic::AtomicBool>,
+}
+
+impl Request<'_> {
+    /// Whether the task has been aborted.
+    pub fn aborted(&self) -> bool {
+        self.abort
+            .is_some_and(|a| a.load(std::sync::atomic::Ordering::Acquire))
+    }
 }
 
 /// The outcome of a command.

@@ -3,7 +3,11 @@
 
 use std::{
     collections::{HashMap, VecDeque},
-    sync::{Arc, Mutex, MutexGuard},
+    path::PathBuf,
+    sync::{
+        Arc, Mutex, MutexGuard,
+        atomic::{AtomicBool, Ordering},
+    },
 };
 
 use blockdev::{BlockDevice, BlockErrorKind};
@@ -33,6 +37,10 @@ pub struct LuConfig {
     pub max_transfer_blocks: u32,
     /// Target port group of each relative port, for VPD 0x83 and REPORT TARGET PORT GROUPS.
     pub port_groups: Vec<(u16, u16)>,
+    /// Where persistent reservations are kept when APTPL is set (`None`: not persisted).
+    pub pr_file: Option<PathBuf>,
+    /// SANITIZE OVERWRITE pace in bytes per second (0: unpaced).
+    pub sanitize_rate: u64,
 }
 
 impl LuConfig {
@@ -49,6 +57,8 @@ impl LuConfig {
             thin: true,
             max_transfer_blocks: (64 << 20) / block_size,
             port_groups: Vec::new(),
+            pr_file: None,
+            sanitize_rate: 256 << 20,
         }
     }
 }
@@ -68,6 +78,12 @@ pub(crate) struct LuState {
     pub(crate) mode: ModeState,
     pub(crate) nexuses: HashMap<String, NexusState>,
     pub(crate) stopped: bool,
+    /// Persistent reservations.
+    pub(crate) pr: crate::pr::PrState,
+    /// The I_T nexus holding an SPC-2 reservation.
+    pub(crate) spc2_holder: Option<String>,
+    /// Asymmetric access state per target port group (absent: active/optimized).
+    pub(crate) alua: HashMap<u16, u8>,
 }
 
 /// Largest number of unit attentions queued per I_T nexus; older ones are dropped.
@@ -79,15 +95,27 @@ pub struct LogicalUnit {
     pub(crate) cfg: LuConfig,
     pub(crate) dev: Arc<dyn BlockDevice>,
     state: Mutex<LuState>,
+    pub(crate) locks: crate::lock::RangeLocks,
+    pub(crate) sanitizing: Arc<AtomicBool>,
 }
 
 impl LogicalUnit {
-    /// A logical unit over `dev`.
+    /// A logical unit over `dev`, with its persisted reservations loaded.
     pub fn new(cfg: LuConfig, dev: Arc<dyn BlockDevice>) -> Self {
+        let pr = cfg
+            .pr_file
+            .as_ref()
+            .map(crate::pr::load)
+            .unwrap_or_default();
         Self {
             cfg,
             dev,
-            state: Mutex::new(LuState::default()),
+            state: Mutex::new(LuState {
+                pr,
+                ..LuState::default()
+            }),
+            locks: crate::lock::RangeLocks::default(),
+            sanitizing: Arc::new(AtomicBool::new(false)),
         }
     }
 
@@ -132,7 +160,35 @@ impl LogicalUnit {
 
     /// The I_T nexus is gone (session closed): forget its state.
     pub fn nexus_lost(&self, nexus: &Nexus) {
-        self.state().nexuses.remove(&nexus.key());
+        let key = nexus.key();
+        let mut st = self.state();
+        st.nexuses.remove(&key);
+        if st.spc2_holder.as_ref() == Some(&key) {
+            st.spc2_holder = None;
+        }
+    }
+
+    /// Set the asymmetric access state of a target port group (ALUA), queueing ASYMMETRIC
+    /// ACCESS STATE CHANGED for every I_T nexus.
+    pub fn set_alua_state(&self, group: u16, state: u8) {
+        let mut st = self.state();
+        if st.alua.get(&group).copied().unwrap_or(0) == state {
+            return;
+        }
+        st.alua.insert(group, state);
+        for n in st.nexuses.values_mut() {
+            push_ua(n, Sense::ASYMMETRIC_ACCESS_STATE_CHANGED);
+        }
+    }
+
+    /// The asymmetric access state of a target port group.
+    pub fn alua_state(&self, group: u16) -> u8 {
+        self.state().alua.get(&group).copied().unwrap_or(0)
+    }
+
+    /// Whether a SANITIZE is running.
+    pub fn sanitizing(&self) -> bool {
+        self.sanitizing.load(Ordering::Acquire)
     }
 
     /// LOGICAL UNIT RESET (SAM-5 section 6.3.3): PREVENT state cleared and a BUS DEVICE
@@ -140,6 +196,7 @@ impl LogicalUnit {
     pub fn reset(&self) {
         let mut st = self.state();
         st.stopped = false;
+        st.spc2_holder = None;
         for n in st.nexuses.values_mut() {
             n.prevent = false;
             push_ua(n, Sense::BUS_DEVICE_RESET);
@@ -160,7 +217,13 @@ impl LogicalUnit {
         let Some(&opcode) = cdb.first() else {
             return Err(Sense::INVALID_OPCODE);
         };
-        let cmd = opcodes::lookup(opcode, cdb).ok_or(Sense::INVALID_OPCODE)?;
+        let cmd = match opcodes::lookup(opcode, cdb) {
+            opcodes::Lookup::Found(c) => c,
+            opcodes::Lookup::BadServiceAction => {
+                return Err(crate::cdb::invalid_field(1, Some(4)));
+            }
+            opcodes::Lookup::Unknown => return Err(Sense::INVALID_OPCODE),
+        };
         if cdb.len() < usize::from(cmd.cdb_len) {
             return Err(Sense::INVALID_OPCODE);
         }
@@ -172,6 +235,12 @@ impl LogicalUnit {
             ));
         }
         self.check_unit_attention(req.nexus, opcode)?;
+        if self.sanitizing() && !matches!(opcode, 0x12 | 0xa0 | 0x03) {
+            return Err(Sense::SANITIZE_IN_PROGRESS);
+        }
+        if let Some(conflict) = self.check_reservation(req.nexus, cdb) {
+            return Ok(conflict);
+        }
         (cmd.handler)(self, req)
     }
 
@@ -240,7 +309,8 @@ impl LogicalUnit {
     }
 }
 
-fn push_ua(n: &mut NexusState, sense: Sense) {
+/// Queue a unit attention, without duplicates, dropping the oldest beyond the bound.
+pub(crate) fn push_ua(n: &mut NexusState, sense: Sense) {
     if n.ua.contains(&sense) {
         return;
     }

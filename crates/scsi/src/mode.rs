@@ -165,3 +165,113 @@ pub(crate) fn mode_sense10(lu: &LogicalUnit, req: &Request<'_>) -> CmdResult<Res
     d[0..2].copy_from_slice(&len.to_be_bytes());
     Ok(Response::data(truncate(d, usize::from(be16(cdb, 7)))))
 }
+
+/// Changeable bits of a page, as MODE SENSE reports them with PC=01b.
+fn changeable(code: u8) -> Vec<u8> {
+    page(code, Pc::Changeable, &ModeState::default())
+}
+
+/// Apply a MODE SELECT parameter list (header length `hdr`): only changeable bits may differ
+/// from the current values.
+fn select(lu: &LogicalUnit, req: &Request<'_>, list_len: usize, ten: bool) -> CmdResult<Response> {
+    let cdb = req.cdb;
+    let write_len = list_len as u32;
+    if cdb[1] & 0x01 != 0 {
+        // SP: saved pages are not supported.
+        return Err(invalid_field(1, Some(0)));
+    }
+    let data = crate::cdb::gather(req.data_out);
+    if data.len() < list_len {
+        return Err(Sense::PARAMETER_LIST_LENGTH_ERROR);
+    }
+    let p = &data[..list_len];
+    let hdr = if ten { 8 } else { 4 };
+    if p.is_empty() {
+        return Ok(Response {
+            write_len,
+            ..Response::good()
+        });
+    }
+    if p.len() < hdr {
+        return Err(Sense::PARAMETER_LIST_LENGTH_ERROR);
+    }
+    let bd_len = if ten {
+        usize::from(be16(p, 6))
+    } else {
+        usize::from(p[3])
+    };
+    let mut pos = hdr;
+    if bd_len > 0 {
+        if bd_len != 8 && bd_len != 16 || p.len() < hdr + bd_len {
+            return Err(crate::cdb::invalid_param(
+                if ten { 6 } else { 3 } as u16,
+                None,
+            ));
+        }
+        let len_at = hdr + bd_len - 4;
+        let block_len = crate::cdb::be32(p, len_at) & 0x00ff_ffff;
+        if block_len != 0 && block_len != lu.cfg.block_size {
+            return Err(crate::cdb::invalid_param(len_at as u16, None));
+        }
+        pos += bd_len;
+    }
+    let mut new = lu.state().mode.clone();
+    while pos < p.len() {
+        if p.len() < pos + 2 {
+            return Err(Sense::PARAMETER_LIST_LENGTH_ERROR);
+        }
+        let code = p[pos] & 0x3f;
+        if p[pos] & 0x40 != 0 {
+            return Err(crate::cdb::invalid_param(pos as u16, Some(6)));
+        }
+        let len = usize::from(p[pos + 1]) + 2;
+        if !PAGES.contains(&code) {
+            return Err(crate::cdb::invalid_param(pos as u16, None));
+        }
+        let cur = page(code, Pc::Current, &new);
+        if len != cur.len() || p.len() < pos + len {
+            return Err(crate::cdb::invalid_param(pos as u16 + 1, None));
+        }
+        let mask = changeable(code);
+        let given = &p[pos..pos + len];
+        for i in 2..len {
+            if (given[i] ^ cur[i]) & !mask[i] != 0 {
+                return Err(crate::cdb::invalid_param((pos + i) as u16, None));
+            }
+        }
+        match code {
+            0x08 => new.wce = given[2] & 0x04 != 0,
+            0x0a => {
+                new.d_sense = given[2] & 0x04 != 0;
+                new.swp = given[4] & 0x08 != 0;
+            }
+            _ => {}
+        }
+        pos += len;
+    }
+    let changed = {
+        let mut st = lu.state();
+        let changed = st.mode != new;
+        st.mode = new;
+        changed
+    };
+    if changed {
+        lu.unit_attention_all(Sense::MODE_PARAMETERS_CHANGED, Some(req.nexus));
+    }
+    Ok(Response {
+        write_len,
+        ..Response::good()
+    })
+}
+
+/// MODE SELECT(6).
+pub(crate) fn mode_select6(lu: &LogicalUnit, req: &Request<'_>) -> CmdResult<Response> {
+    lu.check_ready()?;
+    select(lu, req, usize::from(req.cdb[4]), false)
+}
+
+/// MODE SELECT(10).
+pub(crate) fn mode_select10(lu: &LogicalUnit, req: &Request<'_>) -> CmdResult<Response> {
+    lu.check_ready()?;
+    select(lu, req, usize::from(be16(req.cdb, 7)), true)
+}

@@ -62,6 +62,7 @@ impl T {
             cdb,
             data_out: &bufs,
             luns: &[0, 3],
+            abort: None,
         })
     }
 }
@@ -344,6 +345,7 @@ fn report_luns_and_missing_lun() {
         cdb,
         data_out: &[],
         luns: &[0],
+        abort: None,
     };
     let r = map.execute(Some(5), &req(&[0x12, 0, 0, 0, 36, 0]));
     assert_eq!(r.data[0], 0x7f);
@@ -431,4 +433,178 @@ fn get_lba_status_reports_holes() {
     // Starting LBA beyond the end.
     c[2..10].copy_from_slice(&BLOCKS.to_be_bytes());
     assert_eq!(sense3(&t.run(&c, &[])), (5, 0x21, 0));
+}
+
+fn prout(sa: u8, ty: u8, key: u64, sa_key: u64, flags: u8) -> (Vec<u8>, Vec<u8>) {
+    let cdb = vec![0x5f, sa, ty, 0, 0, 0, 0, 0, 24, 0];
+    let mut p = vec![0u8; 24];
+    p[0..8].copy_from_slice(&key.to_be_bytes());
+    p[8..16].copy_from_slice(&sa_key.to_be_bytes());
+    p[20] = flags;
+    (cdb, p)
+}
+
+#[test]
+fn persistent_reservations_between_two_nexuses() {
+    let (lu, _) = lu();
+    let a = T {
+        lu: lu.clone(),
+        nexus: nexus("iqn.a"),
+    };
+    let b = T {
+        lu,
+        nexus: nexus("iqn.b"),
+    };
+    a.run(&[0; 6], &[]);
+    b.run(&[0; 6], &[]);
+    let (c, p) = prout(0, 0, 0, 0xaaaa, 0);
+    assert_eq!(a.run(&c, &p).status, 0);
+    let (c, p) = prout(0, 0, 0, 0xbbbb, 0);
+    assert_eq!(b.run(&c, &p).status, 0);
+    // Registering again with a wrong key conflicts.
+    let (c, p) = prout(0, 0, 0x1234, 0xcccc, 0);
+    assert_eq!(b.run(&c, &p).status, 0x18);
+    // A reserves Write Exclusive.
+    let (c, p) = prout(1, 1, 0xaaaa, 0, 0);
+    assert_eq!(a.run(&c, &p).status, 0);
+    // READ KEYS: generation 2, both keys.
+    let r = a.run(&[0x5e, 0, 0, 0, 0, 0, 0, 0, 64, 0], &[]);
+    assert_eq!(&r.data[..8], &[0, 0, 0, 2, 0, 0, 0, 16]);
+    assert_eq!(
+        &r.data[8..24],
+        &[0, 0, 0, 0, 0, 0, 0xaa, 0xaa, 0, 0, 0, 0, 0, 0, 0xbb, 0xbb]
+    );
+    // READ RESERVATION: key and type.
+    let r = b.run(&[0x5e, 1, 0, 0, 0, 0, 0, 0, 64, 0], &[]);
+    assert_eq!(&r.data[8..16], &0xaaaau64.to_be_bytes());
+    assert_eq!(r.data[21], 0x01);
+    // B may read but not write.
+    assert_eq!(b.run(&read10(0, 1), &[]).status, 0);
+    assert_eq!(b.run(&write10(0, 1), &[0; 512]).status, 0x18);
+    assert_eq!(a.run(&write10(0, 1), &[0; 512]).status, 0);
+    // B preempts A: A's registration goes, B holds Exclusive Access, A gets a unit attention.
+    let (c, p) = prout(4, 3, 0xbbbb, 0xaaaa, 0);
+    assert_eq!(b.run(&c, &p).status, 0);
+    assert_eq!(sense3(&a.run(&[0; 6], &[])), (6, 0x2a, 0x05));
+    assert_eq!(a.run(&read10(0, 1), &[]).status, 0x18);
+    // Releasing with the wrong type is an error.
+    let (c, p) = prout(2, 1, 0xbbbb, 0, 0);
+    assert_eq!(sense3(&b.run(&c, &p)), (5, 0x26, 0x04));
+    let (c, p) = prout(2, 3, 0xbbbb, 0, 0);
+    assert_eq!(b.run(&c, &p).status, 0);
+    assert_eq!(a.run(&read10(0, 1), &[]).status, 0);
+    // A parameter list of the wrong length.
+    assert_eq!(
+        sense3(&a.run(&[0x5f, 0, 0, 0, 0, 0, 0, 0, 20, 0], &[0; 20])),
+        (5, 0x1a, 0)
+    );
+}
+
+#[test]
+fn aptpl_reservations_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let dev: Arc<dyn BlockDevice> = Arc::new(MemDevice::new(1 << 20));
+    let mut cfg = LuConfig::new("PR", [0x30; 8], BS);
+    cfg.pr_file = Some(dir.path().join("lu.pr"));
+    let t = T {
+        lu: Arc::new(LogicalUnit::new(cfg.clone(), dev.clone())),
+        nexus: nexus("iqn.a"),
+    };
+    t.run(&[0; 6], &[]);
+    let (c, p) = prout(0, 0, 0, 0x77, 0x01);
+    assert_eq!(t.run(&c, &p).status, 0);
+    let (c, p) = prout(1, 5, 0x77, 0, 0);
+    assert_eq!(t.run(&c, &p).status, 0);
+    drop(t);
+    let t = T {
+        lu: Arc::new(LogicalUnit::new(cfg, dev)),
+        nexus: nexus("iqn.a"),
+    };
+    t.run(&[0; 6], &[]);
+    let r = t.run(&[0x5e, 1, 0, 0, 0, 0, 0, 0, 64, 0], &[]);
+    assert_eq!(&r.data[8..16], &0x77u64.to_be_bytes());
+    assert_eq!(r.data[21], 0x05);
+}
+
+#[test]
+fn spc2_reserve_and_release() {
+    let (lu, _) = lu();
+    let a = T {
+        lu: lu.clone(),
+        nexus: nexus("iqn.a"),
+    };
+    let b = T {
+        lu,
+        nexus: nexus("iqn.b"),
+    };
+    a.run(&[0; 6], &[]);
+    b.run(&[0; 6], &[]);
+    assert_eq!(a.run(&[0x16, 0, 0, 0, 0, 0], &[]).status, 0);
+    assert_eq!(b.run(&[0x16, 0, 0, 0, 0, 0], &[]).status, 0x18);
+    assert_eq!(b.run(&[0x1a, 0, 0x3f, 0, 255, 0], &[]).status, 0x18);
+    assert_eq!(
+        b.run(&[0x12, 0, 0, 0, 36, 0], &[]).status,
+        0,
+        "INQUIRY is allowed"
+    );
+    assert_eq!(
+        b.run(&[0x17, 0, 0, 0, 0, 0], &[]).status,
+        0,
+        "RELEASE by another is a no-op"
+    );
+    assert_eq!(b.run(&read10(0, 1), &[]).status, 0x18);
+    a.lu.nexus_lost(&a.nexus);
+    assert_eq!(
+        b.run(&read10(0, 1), &[]).status,
+        0,
+        "released on I_T nexus loss"
+    );
+}
+
+#[test]
+fn mode_select_sets_swp_and_d_sense() {
+    let t = T::new();
+    // Control page with SWP and D_SENSE.
+    let mut p = vec![0u8, 0, 0, 0];
+    p.extend_from_slice(&[0x0a, 0x0a, 0x24, 0, 0x08, 0, 0, 0, 0xff, 0xff, 0, 0]);
+    assert_eq!(t.run(&[0x15, 0x10, 0, 0, p.len() as u8, 0], &p).status, 0);
+    let r = t.run(&write10(0, 1), &[0; 512]);
+    assert_eq!(r.status, 2);
+    assert_eq!(
+        &r.sense[..4],
+        &[0x72, 0x07, 0x27, 0x00],
+        "descriptor format, WRITE PROTECTED"
+    );
+    // A non-changeable bit (QERR) may not change.
+    let mut bad = p.clone();
+    bad[7] = 0x02;
+    assert_eq!(
+        t.run(&[0x15, 0x10, 0, 0, bad.len() as u8, 0], &bad).status,
+        2
+    );
+    // Saving pages is not supported.
+    let r = t.run(&[0x15, 0x11, 0, 0, p.len() as u8, 0], &p);
+    assert_eq!(&r.sense[..4], &[0x72, 0x05, 0x24, 0x00]);
+}
+
+#[test]
+fn compare_and_write() {
+    let t = T::new();
+    t.run(&write10(8, 1), &[b'A'; 512]);
+    let mut cdb = [0u8; 16];
+    cdb[0] = 0x89;
+    cdb[9] = 8;
+    cdb[13] = 1;
+    let mut data = vec![b'A'; 512];
+    data.extend_from_slice(&[b'B'; 512]);
+    assert_eq!(t.run(&cdb, &data).status, 0);
+    assert!(t.run(&read10(8, 1), &[]).data.iter().all(|&b| b == b'B'));
+    // Now the medium holds B: comparing against A miscompares at offset 0.
+    let r = t.run(&cdb, &data);
+    assert_eq!(sense3(&r), (0x0e, 0x1d, 0));
+    assert_eq!(&r.sense[3..7], &[0, 0, 0, 0]);
+    assert!(
+        t.run(&read10(8, 1), &[]).data.iter().all(|&b| b == b'B'),
+        "unchanged"
+    );
 }

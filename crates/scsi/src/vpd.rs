@@ -87,9 +87,11 @@ fn vpd_page(lu: &LogicalUnit, req: &Request<'_>, page: u8) -> CmdResult<Vec<u8>>
         }
         0xb0 => block_limits(lu),
         0xb1 => {
-            // Block Device Characteristics: non-rotating medium.
+            // Block Device Characteristics: non-rotating medium; WABEREQ=01b (reads after a
+            // SANITIZE BLOCK ERASE succeed and return zeroes).
             let mut b = vec![0u8; 60];
             b[1] = 0x01;
+            b[3] = 0x40;
             b
         }
         0xb2 => {
@@ -117,6 +119,11 @@ pub(crate) const MAX_UNMAP_DESCRIPTORS: u32 = 256;
 /// Maximum blocks of COMPARE AND WRITE.
 pub(crate) const MAX_COMPARE_AND_WRITE_BLOCKS: u8 = 255;
 
+/// Maximum blocks of WRITE ATOMIC(16): 1 MiB.
+pub(crate) fn max_atomic_blocks(block_size: u32) -> u32 {
+    (1024 * 1024) / block_size
+}
+
 fn block_limits(lu: &LogicalUnit) -> Vec<u8> {
     let c = &lu.cfg;
     let mut b = vec![0u8; 60];
@@ -135,6 +142,10 @@ fn block_limits(lu: &LogicalUnit) -> Vec<u8> {
         b[28] = 0x80; // UGAVALID, alignment 0
     }
     b[32..40].copy_from_slice(&u64::from(max_unmap_blocks(lu)).to_be_bytes());
+    // Atomic writes: maximum length, alignment 1, granularity 1 (SBC-4).
+    b[40..44].copy_from_slice(&max_atomic_blocks(c.block_size).to_be_bytes());
+    b[44..48].copy_from_slice(&1u32.to_be_bytes());
+    b[48..52].copy_from_slice(&1u32.to_be_bytes());
     b
 }
 

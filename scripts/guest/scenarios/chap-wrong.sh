@@ -17,15 +17,15 @@ discover $ALLT
 node_new "$IQN"
 node_auth "$IQN" chap
 login_ok "$IQN"
-DEV=$(first_disk "$IQN")
+first_disk "$IQN"; DEV=$DISK
 must 300 mkfs.ext4 -F -q -E lazy_itable_init=0,lazy_journal_init=0 "/dev/$DEV"
 must 60 mount -t ext4 "/dev/$DEV" "$MNT"
 write_files "$MNT" a 4 4
-sha256sum "$MNT"/a* > /tmp/sums
+timeout 120 sha256sum "$MNT"/a* > /tmp/sums || fail "checksumming failed"
 
 # I/O on the good session while the bad login is attempted
 log "background writer on the good session"
-( write_files "$MNT" b 8 4; sha256sum "$MNT"/b* > /tmp/sums.b ) &
+( write_files "$MNT" b 8 4; timeout 120 sha256sum "$MNT"/b* > /tmp/sums.b ) &
 bg=$!
 sleep 1
 must 30 iscsiadm -m iface -I wrongif -o new >/dev/null
@@ -44,7 +44,7 @@ done
 wait $bg || fail "background writes on the good session failed"
 cat /tmp/sums.b >> /tmp/sums
 write_files "$MNT" c 2 4            # writes after the failed login
-sha256sum "$MNT"/c* >> /tmp/sums
+timeout 120 sha256sum "$MNT"/c* >> /tmp/sums || fail "checksumming failed"
 must 60 sync
 umount_ok "$MNT"
 drop_caches

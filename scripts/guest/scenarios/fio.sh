@@ -14,7 +14,7 @@ node_new "$IQN"
 node_auth "$IQN" "${AUTH:-none}"
 node_digest "$IQN" "${DIGEST:-none}"
 login_ok "$IQN"
-DEV=$(first_disk "$IQN")
+first_disk "$IQN"; DEV=$DISK
 log "fio on /dev/$DEV"
 
 runfio() { # NAME ARGS...

@@ -17,7 +17,7 @@ node_auth "$IQN" "${AUTH:-none}"
 node_digest "$IQN" "${DIGEST:-none}"
 login_ok "$IQN"
 check_digest "$IQN" "${DIGEST:-none}"
-DEV=$(first_disk "$IQN")
+first_disk "$IQN"; DEV=$DISK
 log "disk /dev/$DEV: $(( $(cat /sys/block/$DEV/size) / 2048 )) MiB"
 
 must 300 mkfs.ext4 -F -q -E lazy_itable_init=0,lazy_journal_init=0 "/dev/$DEV"
@@ -25,7 +25,7 @@ must 60 mount -t ext4 "/dev/$DEV" "$MNT"
 t=$(elapsed)
 log "writing $FILES files of $MB MiB"
 write_files "$MNT" f "$FILES" "$MB"
-sha256sum "$MNT"/f* > /tmp/sums || fail "checksumming failed"
+timeout 300 sha256sum "$MNT"/f* > /tmp/sums || fail "checksumming failed"
 must 120 sync
 log "wrote $((FILES * MB)) MiB in $(( $(elapsed) - t ))s"
 umount_ok "$MNT"
@@ -33,7 +33,7 @@ logout_ok "$IQN"
 
 login_ok "$IQN"
 check_digest "$IQN" "${DIGEST:-none}"
-DEV=$(first_disk "$IQN")
+first_disk "$IQN"; DEV=$DISK
 drop_caches
 must 60 mount -t ext4 -o ro "/dev/$DEV" "$MNT"
 t=$(elapsed)

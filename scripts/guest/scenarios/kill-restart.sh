@@ -16,11 +16,11 @@ discover "$IQN"
 node_new "$IQN"
 node_set "$IQN" node.session.timeo.replacement_timeout "$RT"
 login_ok "$IQN"
-DEV=$(first_disk "$IQN")
+first_disk "$IQN"; DEV=$DISK
 must 300 mkfs.ext4 -F -q -E lazy_itable_init=0,lazy_journal_init=0 "/dev/$DEV"
 must 60 mount -t ext4 "/dev/$DEV" "$MNT"
 write_files "$MNT" pre "$NF" "$MB"
-sha256sum "$MNT"/pre* > /tmp/sums.pre
+timeout 120 sha256sum "$MNT"/pre* > /tmp/sums.pre || fail "checksumming failed"
 must 60 sync
 log "$NF files written and synced before the kill"
 

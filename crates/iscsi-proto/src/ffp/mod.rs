@@ -148,6 +148,12 @@ pub enum Output {
     Reset(ResetEvent),
     /// Close the connection once everything queued before this has been sent.
     Close(CloseReason),
+    /// An executing task was aborted: a long-running command may stop early. Its
+    /// completion is still awaited (and its status discarded).
+    Abort {
+        /// ITT of the task.
+        itt: u32,
+    },
 }
 
 /// A pending task management response, sent once the tasks it waits for are gone.
@@ -872,6 +878,8 @@ impl Connection {
         }
         self.aborted.push_back(itt);
         if t.state == TaskState::Executing {
+            // Long-running commands may stop early; the status is dropped either way.
+            self.outputs.push_back(Output::Abort { itt });
             return true;
         }
         if let Some(sn) = self.held_position(itt) {

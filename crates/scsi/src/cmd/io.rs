@@ -119,8 +119,10 @@ fn write_blocks(lu: &LogicalUnit, req: &Request<'_>, rw: &Rw) -> CmdResult<()> {
         return Ok(());
     }
     let bufs = prefix(req.data_out, present * bs);
+    let offset = rw.lba * bs as u64;
+    let _lock = lu.locks.shared(offset, (present * bs) as u64);
     lu.dev
-        .write_at(&bufs, rw.lba * bs as u64, rw.fua)
+        .write_at(&bufs, offset, rw.fua)
         .map_err(|e| lu.io_error(&e, true))
 }
 
@@ -275,6 +277,7 @@ pub(crate) fn write_same(lu: &LogicalUnit, req: &Request<'_>) -> CmdResult<Respo
     let offset = lba * u64::from(bs);
     let len = blocks * u64::from(bs);
     let zero = block.iter().all(|&b| b == 0);
+    let _lock = lu.locks.shared(offset, len);
     // With UNMAP the range is deallocated (LBPRZ: it reads back as zeroes) whatever the data.
     let r = if unmap {
         lu.dev.discard(offset, len)
@@ -349,6 +352,7 @@ pub(crate) fn unmap(lu: &LogicalUnit, req: &Request<'_>) -> CmdResult<Response> 
     }
     let bs = u64::from(lu.cfg.block_size);
     for (lba, count) in ranges {
+        let _lock = lu.locks.shared(lba * bs, count * bs);
         lu.dev
             .discard(lba * bs, count * bs)
             .map_err(|e| lu.io_error(&e, true))?;

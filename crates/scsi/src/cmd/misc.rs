@@ -19,6 +19,7 @@ pub(crate) fn request_sense(lu: &LogicalUnit, req: &Request<'_>) -> CmdResult<Re
     let alloc = usize::from(req.cdb[4]);
     let sense = match lu.take_unit_attention(req.nexus) {
         Some(ua) => ua,
+        None if lu.sanitizing() => Sense::SANITIZE_IN_PROGRESS,
         None if lu.state().stopped => Sense::NOT_READY_INITIALIZING_COMMAND_REQUIRED,
         None => Sense::NO_SENSE,
     };
@@ -176,6 +177,64 @@ pub(crate) fn get_lba_status(lu: &LogicalUnit, req: &Request<'_>) -> CmdResult<R
         d.extend_from_slice(&((*n).min(u64::from(u32::MAX)) as u32).to_be_bytes());
         d.push(if *mapped { 0 } else { 1 });
         d.extend_from_slice(&[0, 0, 0]);
+    }
+    let len = (d.len() - 4) as u32;
+    d[0..4].copy_from_slice(&len.to_be_bytes());
+    Ok(Response::data(truncate(d, alloc)))
+}
+
+/// READ DEFECT DATA(10) and (12): a virtual disk has no defects; the list is empty.
+pub(crate) fn read_defect_data(_lu: &LogicalUnit, req: &Request<'_>) -> CmdResult<Response> {
+    let cdb = req.cdb;
+    if cdb[0] == 0x37 {
+        let flags = cdb[2] & 0x1f;
+        let alloc = usize::from(crate::cdb::be16(cdb, 7));
+        Ok(Response::data(truncate(vec![0, flags, 0, 0], alloc)))
+    } else {
+        let flags = cdb[1] & 0x1f;
+        let alloc = be32(cdb, 6) as usize;
+        Ok(Response::data(truncate(
+            vec![0, flags, 0, 0, 0, 0, 0, 0],
+            alloc,
+        )))
+    }
+}
+
+/// REPORT TARGET PORT GROUPS (SPC-4 section 6.36): one group per portal group, each with its
+/// asymmetric access state and its relative target ports.
+pub(crate) fn report_target_port_groups(
+    lu: &LogicalUnit,
+    req: &Request<'_>,
+) -> CmdResult<Response> {
+    let cdb = req.cdb;
+    let extended = (cdb[1] >> 5) == 0x01;
+    let alloc = be32(cdb, 6) as usize;
+    let mut groups: Vec<u16> = lu.cfg.port_groups.iter().map(|(_, g)| *g).collect();
+    groups.sort_unstable();
+    groups.dedup();
+    // Extended header: format 001b, implicit transition time 0.
+    let mut d = if extended {
+        vec![0, 0, 0, 0, 0x10, 0, 0, 0]
+    } else {
+        vec![0; 4]
+    };
+    for g in groups {
+        let ports: Vec<u16> = lu
+            .cfg
+            .port_groups
+            .iter()
+            .filter(|(_, x)| *x == g)
+            .map(|(p, _)| *p)
+            .collect();
+        // PREF=0 and the state; supported: T_SUP, O_SUP, U_SUP, S_SUP, AN_SUP, AO_SUP.
+        d.extend_from_slice(&[lu.alua_state(g) & 0x0f, 0x80 | 0x08 | 0x04 | 0x02 | 0x01]);
+        d.extend_from_slice(&g.to_be_bytes());
+        // Status code 02h: implicit change of state by the target.
+        d.extend_from_slice(&[0, 0x02, 0, ports.len() as u8]);
+        for p in ports {
+            d.extend_from_slice(&[0, 0]);
+            d.extend_from_slice(&p.to_be_bytes());
+        }
     }
     let len = (d.len() - 4) as u32;
     d[0..4].copy_from_slice(&len.to_be_bytes());

@@ -1,5 +1,7 @@
 //! Command handlers, by family.
 
+pub(crate) mod atomic;
 pub(crate) mod io;
 pub(crate) mod misc;
 pub(crate) mod rsoc;
+pub(crate) mod sanitize;
