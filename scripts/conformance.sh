@@ -74,6 +74,21 @@ lun = 1
 path = "$work/data/lun1.img"
 size = "16MiB"
 read_only = true
+
+# PreventAllow and StartStopUnit.Simple need a removable medium.
+[[target.lun]]
+lun = 2
+path = "$work/data/lun2.img"
+size = "16MiB"
+removable = true
+
+# 4 KiB physical blocks (8 logical blocks each): the unaligned and Data-Out size tests of
+# WRITE SAME and COMPARE AND WRITE need LBPPB > 1; GetLBAStatus.UnmapSingle needs LBPPB = 1.
+[[target.lun]]
+lun = 3
+path = "$work/data/lun3.img"
+size = "256MiB"
+physical_block_size = 4096
 EOF
 
 server_pid=
@@ -101,6 +116,8 @@ for suite in "${SUITES[@]}"; do
     urls=("$url1")
     [[ "$suite" == MultipathIO ]] && urls+=("$url2")
     [[ "$suite" == ReadOnly ]] && urls=("${url1%/0}/1")
+    [[ "$suite" == PreventAllow || "$suite" == StartStopUnit ]] && urls=("${url1%/0}/2")
+    [[ "$suite" == CompareAndWrite || "$suite" == WriteSame1[06] ]] && urls=("${url1%/0}/3")
     set +e
     timeout -k 10 300 stdbuf -oL iscsi-test-cu --dataloss --allow-sanitize \
         -i "$init1" -I "$init2" -t "ALL.$suite" "${urls[@]}" >"$log" 2>&1

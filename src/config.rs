@@ -195,6 +195,12 @@ pub struct LunConfig {
     pub serial: Option<String>,
     /// Report thin provisioning (default: true for image files).
     pub thin: Option<bool>,
+    /// A removable medium that START STOP UNIT can eject and load.
+    #[serde(default)]
+    pub removable: bool,
+    /// Physical block size to report (default: the logical block size), e.g. 4096 on a
+    /// 512-byte LUN so that initiators align to 4 KiB.
+    pub physical_block_size: Option<u32>,
 }
 
 fn default_block_size() -> u32 {
@@ -330,6 +336,17 @@ impl Config {
                 if l.block_size != 512 && l.block_size != 4096 {
                     bail!(
                         "target {} LUN {}: block_size must be 512 or 4096",
+                        t.name,
+                        l.lun
+                    );
+                }
+                if let Some(p) = l.physical_block_size
+                    && (p < l.block_size
+                        || !(p / l.block_size).is_power_of_two()
+                        || p % l.block_size != 0)
+                {
+                    bail!(
+                        "target {} LUN {}: physical_block_size must be a power-of-two multiple of the block size",
                         t.name,
                         l.lun
                     );

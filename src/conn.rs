@@ -401,13 +401,16 @@ impl Conn {
             None => Arc::new(LunMap::new()),
         };
         let nexus = s.nexus.clone();
+        let server = self.server.clone();
         self.server.io.spawn(Box::new(move || {
+            let registry = &server.registry;
             let req = scsi::Request {
                 nexus: &nexus,
                 cdb: &task.cdb,
                 data_out: &task.data,
                 luns: map.luns(),
                 abort: Some(&abort),
+                resolver: Some(registry),
             };
             let r = map.execute(decode_lun(task.lun), &req);
             let _ = done.send((

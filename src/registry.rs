@@ -118,6 +118,8 @@ pub fn open_lun(
     let (naa, serial) = lun_identity(&target.name, l.lun, l.serial.as_deref());
     let mut cfg = LuConfig::new(serial, naa, l.block_size);
     cfg.read_only = l.read_only;
+    cfg.removable = l.removable;
+    cfg.physical_block_size = l.physical_block_size.unwrap_or(l.block_size);
     cfg.thin = l.thin.unwrap_or_else(|| dev.thin());
     cfg.port_groups = port_groups.to_vec();
     cfg.sanitize_rate = server.sanitize_rate_mib_s << 20;
@@ -218,6 +220,30 @@ impl Registry {
         if let Some(p) = p.get_mut(index) {
             p.address = addr;
         }
+    }
+}
+
+impl scsi::LunResolver for Registry {
+    fn resolve(&self, designator_type: u8, value: &[u8]) -> Option<Arc<LogicalUnit>> {
+        for t in &self.targets {
+            for (_, lu) in t.lun_map().iter() {
+                let c = lu.config();
+                let hit = match designator_type {
+                    3 => value == c.naa,
+                    1 => {
+                        let mut t10 = format!("{:<8}", c.vendor).into_bytes();
+                        t10.truncate(8);
+                        t10.extend(c.serial.bytes());
+                        value == t10.as_slice()
+                    }
+                    _ => false,
+                };
+                if hit {
+                    return Some(lu.clone());
+                }
+            }
+        }
+        None
     }
 }
 

@@ -163,3 +163,104 @@ fn unknown_opcode_is_rejected_and_oversized_segment_closes() {
         Some(other) => panic!("unexpected {other:?}"),
     }
 }
+
+/// The NAA designator of a LUN, from VPD page 0x83.
+fn naa(i: &mut Initiator, lun: u64) -> Vec<u8> {
+    let r = i.scsi(lun, &[0x12, 1, 0x83, 0, 255, 0], &[], 255, true);
+    let d = &r.data;
+    let mut pos = 4;
+    while pos + 4 <= d.len() {
+        let len = usize::from(d[pos + 3]);
+        if d[pos + 1] & 0x0f == 3 {
+            return d[pos + 4..pos + 4 + len].to_vec();
+        }
+        pos += 4 + len;
+    }
+    panic!("no NAA designator");
+}
+
+#[test]
+fn extended_copy_between_luns() {
+    let s = Server::start_config(&format!(
+        r#"
+[[portal]]
+address = "127.0.0.1:0"
+
+[[target]]
+name = "{IQN}"
+
+[[target.lun]]
+lun = 0
+path = "{{DIR}}/a.img"
+size = "8MiB"
+
+[[target.lun]]
+lun = 1
+path = "{{DIR}}/b.img"
+size = "8MiB"
+"#
+    ));
+    let mut i = logged_in(&s);
+    i.clear_ua(1 << 48);
+    let data: Vec<u8> = (0..256 * 512u32).map(|x| (x % 253) as u8).collect();
+    assert_eq!(
+        i.scsi(
+            0,
+            &[0x2a, 0, 0, 0, 0, 16, 0, 1, 0, 0],
+            &data,
+            data.len() as u32,
+            false
+        )
+        .status,
+        0
+    );
+    let (a, b) = (naa(&mut i, 0), naa(&mut i, 1 << 48));
+    assert_ne!(a, b);
+    // Two identification target descriptors and one block-to-block segment: 256 blocks from
+    // LUN 0 LBA 16 to LUN 1 LBA 100.
+    let mut p = vec![0u8; 16];
+    p[0] = 7;
+    p[3] = 64;
+    p[11] = 28;
+    for id in [&a, &b] {
+        let mut t = vec![0u8; 32];
+        t[0] = 0xe4;
+        t[4] = 0x01;
+        t[5] = 0x03;
+        t[7] = id.len() as u8;
+        t[8..8 + id.len()].copy_from_slice(id);
+        t[30] = 0x02; // block length 512
+        p.extend_from_slice(&t);
+    }
+    let mut seg = vec![0u8; 28];
+    seg[0] = 0x02;
+    seg[3] = 24;
+    seg[7] = 1; // destination: descriptor 1
+    seg[10..12].copy_from_slice(&256u16.to_be_bytes());
+    seg[12..20].copy_from_slice(&16u64.to_be_bytes());
+    seg[20..28].copy_from_slice(&100u64.to_be_bytes());
+    p.extend_from_slice(&seg);
+    let mut cdb = [0u8; 16];
+    cdb[0] = 0x83;
+    cdb[10..14].copy_from_slice(&(p.len() as u32).to_be_bytes());
+    let r = i.scsi(0, &cdb, &p, p.len() as u32, false);
+    assert_eq!(r.status, 0, "{:?}", r.sense);
+    let back = i.scsi(
+        1 << 48,
+        &[0x28, 0, 0, 0, 0, 100, 0, 1, 0, 0],
+        &[],
+        data.len() as u32,
+        true,
+    );
+    assert_eq!(back.data, data);
+    let img = std::fs::read(s.path("b.img")).unwrap();
+    assert_eq!(&img[100 * 512..356 * 512], &data[..], "bytes on disk");
+    // RECEIVE COPY RESULTS (COPY STATUS) of list 7: completed, 1 segment, all bytes.
+    let mut rcr = [0u8; 16];
+    rcr[0] = 0x84;
+    rcr[2] = 7;
+    rcr[13] = 64;
+    let st = i.scsi(0, &rcr, &[], 64, true);
+    assert_eq!(&st.data[4..7], &[1, 0, 1]);
+    assert_eq!(&st.data[8..12], &(256u32 * 512).to_be_bytes());
+}

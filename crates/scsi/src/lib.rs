@@ -23,6 +23,7 @@ mod tests;
 use bytes::Bytes;
 
 pub use self::{
+    cmd::copy::LunResolver,
     lu::{LogicalUnit, LuConfig},
     mode::ModeState,
     sense::{Sense, status},
@@ -76,6 +77,8 @@ pub struct Request<'a> {
     pub luns: &'a [u16],
     /// Set when the task is aborted; long-running commands check it and stop early.
     pub abort: Option<&'a std::sync::atomic::AtomicBool>,
+    /// Finds copy targets for EXTENDED COPY (`None`: no copy target can be resolved).
+    pub resolver: Option<&'a dyn LunResolver>,
 }
 
 impl Request<'_> {

@@ -41,6 +41,11 @@ pub struct LuConfig {
     pub pr_file: Option<PathBuf>,
     /// SANITIZE OVERWRITE pace in bytes per second (0: unpaced).
     pub sanitize_rate: u64,
+    /// Removable medium (RMB): START STOP UNIT can eject and load it, PREVENT ALLOW MEDIUM
+    /// REMOVAL can forbid that.
+    pub removable: bool,
+    /// Physical block size reported by READ CAPACITY(16) (a multiple of `block_size`).
+    pub physical_block_size: u32,
 }
 
 impl LuConfig {
@@ -59,6 +64,8 @@ impl LuConfig {
             port_groups: Vec::new(),
             pr_file: None,
             sanitize_rate: 256 << 20,
+            removable: false,
+            physical_block_size: block_size,
         }
     }
 }
@@ -77,13 +84,16 @@ pub(crate) struct NexusState {
 pub(crate) struct LuState {
     pub(crate) mode: ModeState,
     pub(crate) nexuses: HashMap<String, NexusState>,
-    pub(crate) stopped: bool,
+    /// The removable medium has been ejected.
+    pub(crate) ejected: bool,
     /// Persistent reservations.
     pub(crate) pr: crate::pr::PrState,
     /// The I_T nexus holding an SPC-2 reservation.
     pub(crate) spc2_holder: Option<String>,
     /// Asymmetric access state per target port group (absent: active/optimized).
     pub(crate) alua: HashMap<u16, u8>,
+    /// Results of EXTENDED COPY commands, for RECEIVE COPY RESULTS.
+    pub(crate) copies: Vec<crate::cmd::copy::CopyResult>,
 }
 
 /// Largest number of unit attentions queued per I_T nexus; older ones are dropped.
@@ -195,7 +205,6 @@ impl LogicalUnit {
     /// RESET unit attention for every I_T nexus, the requester's included.
     pub fn reset(&self) {
         let mut st = self.state();
-        st.stopped = false;
         st.spc2_holder = None;
         for n in st.nexuses.values_mut() {
             n.prevent = false;
@@ -300,10 +309,11 @@ impl LogicalUnit {
         }
     }
 
-    /// Check the unit is started (START STOP UNIT).
+    /// Check the unit is started and its medium loaded (START STOP UNIT).
     pub(crate) fn check_ready(&self) -> CmdResult<()> {
-        if self.state().stopped {
-            return Err(Sense::NOT_READY_INITIALIZING_COMMAND_REQUIRED);
+        let st = self.state();
+        if st.ejected {
+            return Err(Sense::MEDIUM_NOT_PRESENT_TRAY_OPEN);
         }
         Ok(())
     }

@@ -63,6 +63,7 @@ impl T {
             data_out: &bufs,
             luns: &[0, 3],
             abort: None,
+            resolver: None,
         })
     }
 }
@@ -90,7 +91,7 @@ fn standard_inquiry() {
     let r = t.run(&[0x12, 0, 0, 0, 96, 0], &[]);
     let d = &r.data;
     assert_eq!(d.len(), 96);
-    assert_eq!(&d[..8], &[0x00, 0x00, 0x06, 0x12, 91, 0x10, 0x00, 0x02]);
+    assert_eq!(&d[..8], &[0x00, 0x00, 0x06, 0x12, 91, 0x18, 0x00, 0x02]);
     assert_eq!(&d[8..16], b"IRONLUN ");
     assert_eq!(&d[16..32], b"VIRTUAL-DISK    ");
     assert_eq!(
@@ -346,6 +347,7 @@ fn report_luns_and_missing_lun() {
         data_out: &[],
         luns: &[0],
         abort: None,
+        resolver: None,
     };
     let r = map.execute(Some(5), &req(&[0x12, 0, 0, 0, 36, 0]));
     assert_eq!(r.data[0], 0x7f);

@@ -36,10 +36,12 @@ pub(crate) fn standard(lu: &LogicalUnit) -> Vec<u8> {
     let c = &lu.cfg;
     let mut d = vec![0u8; 96];
     d[0] = 0x00; // connected, direct access block device
+    d[1] = if c.removable { 0x80 } else { 0 }; // RMB
     d[2] = 0x06; // SPC-4
     d[3] = 0x12; // HISUP, response data format 2
     d[4] = (d.len() - 5) as u8;
-    d[5] = if c.port_groups.is_empty() { 0 } else { 0x10 }; // TPGS: implicit ALUA
+    // TPGS: implicit ALUA; 3PC: EXTENDED COPY.
+    d[5] = if c.port_groups.is_empty() { 0 } else { 0x10 } | 0x08;
     d[7] = 0x02; // CMDQUE
     put_ascii(&mut d[8..16], &c.vendor);
     put_ascii(&mut d[16..32], &c.product);

@@ -20,7 +20,7 @@ pub(crate) fn request_sense(lu: &LogicalUnit, req: &Request<'_>) -> CmdResult<Re
     let sense = match lu.take_unit_attention(req.nexus) {
         Some(ua) => ua,
         None if lu.sanitizing() => Sense::SANITIZE_IN_PROGRESS,
-        None if lu.state().stopped => Sense::NOT_READY_INITIALIZING_COMMAND_REQUIRED,
+        None if lu.state().ejected => Sense::MEDIUM_NOT_PRESENT_TRAY_OPEN,
         None => Sense::NO_SENSE,
     };
     Ok(Response::data(truncate(sense.encode(desc).to_vec(), alloc)))
@@ -36,13 +36,16 @@ pub(crate) fn start_stop_unit(lu: &LogicalUnit, req: &Request<'_>) -> CmdResult<
         // Power conditions are accepted and have no effect on a virtual disk.
         return Ok(Response::good());
     }
-    if loej && !start {
-        // Ejecting the medium is refused while PREVENT is in effect on any nexus.
-        if lu.state().nexuses.values().any(|n| n.prevent) {
+    let mut st = lu.state();
+    if loej && lu.cfg.removable {
+        // Ejecting or loading the medium is refused while PREVENT is in effect on any nexus.
+        if st.nexuses.values().any(|n| n.prevent) {
             return Err(Sense::MEDIUM_REMOVAL_PREVENTED);
         }
+        st.ejected = !start;
     }
-    lu.state().stopped = !start;
+    // Without LOEJ, START and STOP have no effect: a virtual disk needs no spin-up, and the
+    // medium stays accessible (libiscsi StartStopUnit.NoLoej, as tgt and LIO behave).
     Ok(Response::good())
 }
 
@@ -77,9 +80,10 @@ pub(crate) fn read_capacity16(lu: &LogicalUnit, req: &Request<'_>) -> CmdResult<
     let mut d = vec![0u8; 32];
     d[0..8].copy_from_slice(&lu.blocks().saturating_sub(1).to_be_bytes());
     d[8..12].copy_from_slice(&lu.cfg.block_size.to_be_bytes());
-    // Logical blocks per physical block exponent 0: every logical block can be written on
-    // its own (the 4 KiB preference is in the Block Limits optimal granularity).
-    d[13] = 0;
+    // Logical blocks per physical block exponent.
+    d[13] = (lu.cfg.physical_block_size / lu.cfg.block_size)
+        .max(1)
+        .trailing_zeros() as u8;
     if lu.cfg.thin {
         d[14] = 0x80 | 0x40; // LBPME, LBPRZ
     }
