@@ -1,0 +1,389 @@
+//! Chunk bitmaps (which chunks are dirty, preserved or copied) and the append-only chunk
+//! logs that make such sets durable without rewriting a whole bitmap per write.
+
+use std::{
+    fs::{File, OpenOptions},
+    io::{Read, Write},
+    path::{Path, PathBuf},
+    sync::Mutex,
+};
+
+/// Replication granularity: dirty tracking, copy-on-write and copies work in chunks.
+pub const CHUNK: u64 = 64 * 1024;
+
+/// The chunks covering `[offset, offset + len)`.
+pub fn chunks(offset: u64, len: u64) -> std::ops::RangeInclusive<u64> {
+    let first = offset / CHUNK;
+    let last = (offset + len.max(1) - 1) / CHUNK;
+    first..=last
+}
+
+/// A set of chunks.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Bitmap {
+    words: Vec<u64>,
+    len: u64,
+    count: u64,
+}
+
+impl Bitmap {
+    /// An empty bitmap for `len` chunks.
+    pub fn new(len: u64) -> Self {
+        Self {
+            words: vec![0; len.div_ceil(64) as usize],
+            len,
+            count: 0,
+        }
+    }
+
+    /// A full bitmap (every chunk set).
+    pub fn full(len: u64) -> Self {
+        let mut b = Self::new(len);
+        b.set_range(0, len);
+        b
+    }
+
+    /// Number of chunks covered.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Whether no chunk is set.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// Number of chunks set.
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+
+    /// Whether chunk `c` is set.
+    pub fn get(&self, c: u64) -> bool {
+        c < self.len && self.words[(c / 64) as usize] & (1 << (c % 64)) != 0
+    }
+
+    /// Set chunk `c`; returns whether it was newly set.
+    pub fn set(&mut self, c: u64) -> bool {
+        if c >= self.len {
+            return false;
+        }
+        let w = &mut self.words[(c / 64) as usize];
+        let bit = 1 << (c % 64);
+        let new = *w & bit == 0;
+        *w |= bit;
+        self.count += u64::from(new);
+        new
+    }
+
+    /// Clear chunk `c`.
+    pub fn clear(&mut self, c: u64) {
+        if c < self.len {
+            let w = &mut self.words[(c / 64) as usize];
+            let bit = 1 << (c % 64);
+            if *w & bit != 0 {
+                *w &= !bit;
+                self.count -= 1;
+            }
+        }
+    }
+
+    /// Set chunks `[from, to)`.
+    pub fn set_range(&mut self, from: u64, to: u64) {
+        for c in from..to.min(self.len) {
+            self.set(c);
+        }
+    }
+
+    /// Add every chunk of `other`.
+    pub fn union(&mut self, other: &Self) {
+        for c in other.iter() {
+            self.set(c);
+        }
+    }
+
+    /// Remove every chunk.
+    pub fn clear_all(&mut self) {
+        self.words.iter_mut().for_each(|w| *w = 0);
+        self.count = 0;
+    }
+
+    /// The set chunks, ascending.
+    pub fn iter(&self) -> impl Iterator<Item = u64> + '_ {
+        self.words.iter().enumerate().flat_map(|(i, &w)| {
+            let base = i as u64 * 64;
+            (0..64)
+                .filter(move |b| w & (1 << b) != 0)
+                .map(move |b| base + b)
+        })
+    }
+
+    /// The first set chunk at or after `from`.
+    pub fn next_set(&self, from: u64) -> Option<u64> {
+        let mut c = from;
+        while c < self.len {
+            let w = self.words[(c / 64) as usize] >> (c % 64);
+            if w != 0 {
+                return Some(c + u64::from(w.trailing_zeros()));
+            }
+            c = (c / 64 + 1) * 64;
+        }
+        None
+    }
+
+    /// Serialize: chunk count (8 bytes LE) then the words.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(8 + self.words.len() * 8);
+        v.extend_from_slice(&self.len.to_le_bytes());
+        for w in &self.words {
+            v.extend_from_slice(&w.to_le_bytes());
+        }
+        v
+    }
+
+    /// Deserialize (`None` when malformed).
+    pub fn from_bytes(b: &[u8]) -> Option<Self> {
+        let len = u64::from_le_bytes(b.get(..8)?.try_into().ok()?);
+        let n = len.div_ceil(64) as usize;
+        if b.len() != 8 + n * 8 {
+            return None;
+        }
+        let words: Vec<u64> = b[8..]
+            .chunks_exact(8)
+            .map(|c| u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
+            .collect();
+        let count = words.iter().map(|w| u64::from(w.count_ones())).sum();
+        Some(Self { words, len, count })
+    }
+
+    /// Save durably (temporary file, fsync, rename).
+    pub fn save(&self, path: &Path) -> std::io::Result<()> {
+        write_atomic(path, &self.to_bytes())
+    }
+
+    /// Load a saved bitmap; a missing file is `Ok(None)`.
+    pub fn load(path: &Path) -> std::io::Result<Option<Self>> {
+        match std::fs::read(path) {
+            Ok(b) => Self::from_bytes(&b).map(Some).ok_or_else(|| {
+                std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!("{} is corrupt", path.display()),
+                )
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// Write a file durably: temporary file, fsync, rename, fsync of the directory.
+pub fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    {
+        let mut f = File::create(&tmp)?;
+        f.write_all(data)?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent() {
+        File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
+/// An append-only log of chunk numbers (8 bytes each), the durable form of a growing chunk
+/// set (snapshot "preserved" maps, clone "copied" maps). Appends are cheap; `sync` makes
+/// every earlier append durable, and concurrent callers share one fdatasync (group commit).
+#[derive(Debug)]
+pub struct ChunkLog {
+    path: PathBuf,
+    file: Mutex<File>,
+    commit: Mutex<Commit>,
+    cv: std::sync::Condvar,
+}
+
+#[derive(Debug, Default)]
+struct Commit {
+    appended: u64,
+    synced: u64,
+    syncing: bool,
+}
+
+impl ChunkLog {
+    /// Open (creating) a log and return it with the chunks it holds.
+    pub fn open(path: &Path, chunks: u64) -> std::io::Result<(Self, Bitmap)> {
+        let mut file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create(true)
+            .open(path)?;
+        let mut buf = Vec::new();
+        file.read_to_end(&mut buf)?;
+        let mut set = Bitmap::new(chunks);
+        for rec in buf.chunks_exact(8) {
+            let c = u64::from_le_bytes([
+                rec[0], rec[1], rec[2], rec[3], rec[4], rec[5], rec[6], rec[7],
+            ]);
+            set.set(c);
+        }
+        // A torn last record (crash mid-append) is ignored and cut off.
+        if buf.len() % 8 != 0 {
+            file.set_len((buf.len() / 8 * 8) as u64)?;
+        }
+        let log = Self {
+            path: path.to_owned(),
+            file: Mutex::new(file),
+            commit: Mutex::new(Commit::default()),
+            cv: std::sync::Condvar::new(),
+        };
+        Ok((log, set))
+    }
+
+    /// Append chunk numbers (not yet durable). Returns the commit generation to wait for.
+    pub fn append(&self, cs: &[u64]) -> std::io::Result<u64> {
+        let mut rec = Vec::with_capacity(cs.len() * 8);
+        for c in cs {
+            rec.extend_from_slice(&c.to_le_bytes());
+        }
+        let mut f = self
+            .file
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        f.write_all(&rec)?;
+        let mut c = self
+            .commit
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        c.appended += 1;
+        Ok(c.appended)
+    }
+
+    /// Make every append up to generation `gen` durable, after `before` (e.g. syncing the
+    /// data the records describe). Concurrent callers share one sync.
+    pub fn sync(
+        &self,
+        generation: u64,
+        before: &dyn Fn() -> std::io::Result<()>,
+    ) -> std::io::Result<()> {
+        let mut c = self
+            .commit
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        loop {
+            if c.synced >= generation {
+                return Ok(());
+            }
+            if !c.syncing {
+                break;
+            }
+            c = self
+                .cv
+                .wait(c)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+        c.syncing = true;
+        let target = c.appended;
+        drop(c);
+        let r = before().and_then(|()| {
+            let f = self
+                .file
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            f.sync_data()
+        });
+        let mut c = self
+            .commit
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        c.syncing = false;
+        if r.is_ok() {
+            c.synced = c.synced.max(target);
+        }
+        self.cv.notify_all();
+        r
+    }
+
+    /// The generation of the last append.
+    pub fn appended(&self) -> u64 {
+        self.commit
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .appended
+    }
+
+    /// Rewrite the log to hold exactly `set` (compaction).
+    pub fn rewrite(&self, set: &Bitmap) -> std::io::Result<()> {
+        let mut rec = Vec::new();
+        for c in set.iter() {
+            rec.extend_from_slice(&c.to_le_bytes());
+        }
+        write_atomic(&self.path, &rec)?;
+        let f = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .open(&self.path)?;
+        *self
+            .file
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = f;
+        Ok(())
+    }
+
+    /// Remove the log file.
+    pub fn remove(&self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bitmap_operations() {
+        let mut b = Bitmap::new(200);
+        assert!(b.set(3) && !b.set(3));
+        b.set_range(60, 70);
+        assert_eq!(b.count(), 11);
+        assert_eq!(b.next_set(4), Some(60));
+        assert_eq!(b.next_set(70), None);
+        b.clear(65);
+        assert!(!b.get(65));
+        assert_eq!(
+            b.iter().collect::<Vec<_>>(),
+            vec![3, 60, 61, 62, 63, 64, 66, 67, 68, 69]
+        );
+        let back = Bitmap::from_bytes(&b.to_bytes()).unwrap();
+        assert_eq!(back, b);
+        assert!(Bitmap::from_bytes(&[1, 2, 3]).is_none());
+        assert!(!b.set(500));
+        assert_eq!(chunks(0, 1), 0..=0);
+        assert_eq!(chunks(CHUNK - 1, 2), 0..=1);
+        assert_eq!(Bitmap::full(130).count(), 130);
+    }
+
+    #[test]
+    fn chunk_log_survives_reopen_and_torn_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("x.log");
+        {
+            let (log, set) = ChunkLog::open(&p, 100).unwrap();
+            assert!(set.is_empty());
+            let g = log.append(&[5, 7]).unwrap();
+            log.sync(g, &|| Ok(())).unwrap();
+            log.append(&[9]).unwrap();
+        }
+        // A torn record at the end.
+        let mut f = OpenOptions::new().append(true).open(&p).unwrap();
+        f.write_all(&[1, 2, 3]).unwrap();
+        drop(f);
+        let (log, set) = ChunkLog::open(&p, 100).unwrap();
+        assert_eq!(set.iter().collect::<Vec<_>>(), vec![5, 7, 9]);
+        let mut s = Bitmap::new(100);
+        s.set(1);
+        log.rewrite(&s).unwrap();
+        drop(log);
+        let (_, set) = ChunkLog::open(&p, 100).unwrap();
+        assert_eq!(set.iter().collect::<Vec<_>>(), vec![1]);
+    }
+}

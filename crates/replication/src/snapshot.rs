@@ -1,0 +1,369 @@
+//! Copy-on-write snapshots (SyncType 7), after dm-snapshot: on the first write to a chunk
+//! after the cut, the old chunk is saved to the snapshot's store (a sparse file of the
+//! origin's size, chunk `c` at offset `c * CHUNK`) and recorded in its log, durably, before
+//! the new data reaches the origin. Snapshot reads come from the store for saved chunks and
+//! from the origin for the rest. When the pool runs out of space the snapshot becomes Broken
+//! and the origin's writes go on unaffected.
+
+use std::sync::{Arc, Mutex, RwLock, Weak};
+
+use blockdev::{BlockDevice, BlockError, BlockErrorKind, Extent};
+use bytes::{Bytes, BytesMut};
+
+use crate::{
+    bitmap::{Bitmap, CHUNK, ChunkLog},
+    pool::Pool,
+    volume::{RestoreSource, Volume, Write, WriteHook, read_only},
+};
+
+/// Why a snapshot stopped preserving.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Broken {
+    /// The pool is full.
+    NoSpace,
+    /// The store failed.
+    Io(String),
+}
+
+#[derive(Debug, Default)]
+struct State {
+    broken: Option<Broken>,
+    inactive: bool,
+    /// The snapshot itself has been written (Skewed).
+    written: bool,
+}
+
+/// A snapshot of an origin volume.
+#[derive(Debug)]
+pub struct Snapshot {
+    origin: Weak<Volume>,
+    store: Arc<dyn BlockDevice>,
+    log: ChunkLog,
+    preserved: RwLock<Bitmap>,
+    pool: Arc<Pool>,
+    state: Mutex<State>,
+    size: u64,
+    /// Whether hosts may write to the snapshot.
+    pub writable: bool,
+}
+
+impl Snapshot {
+    /// Create or reopen a snapshot whose store and log are at the given paths. A reopened
+    /// snapshot's saved chunks are charged to the pool again.
+    pub fn open(
+        origin: &Arc<Volume>,
+        store: Arc<dyn BlockDevice>,
+        log_path: &std::path::Path,
+        pool: Arc<Pool>,
+        writable: bool,
+    ) -> std::io::Result<Arc<Self>> {
+        let (log, preserved) = ChunkLog::open(log_path, origin.chunk_count())?;
+        pool.reserve(preserved.count() * CHUNK);
+        Ok(Arc::new(Self {
+            origin: Arc::downgrade(origin),
+            store,
+            log,
+            preserved: RwLock::new(preserved),
+            pool,
+            state: Mutex::new(State::default()),
+            size: origin.size(),
+            writable,
+        }))
+    }
+
+    fn st(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn is_preserved(&self, c: u64) -> bool {
+        self.preserved
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(c)
+    }
+
+    /// Number of chunks saved in the store.
+    pub fn preserved_chunks(&self) -> u64 {
+        self.preserved
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .count()
+    }
+
+    /// Why the snapshot is broken, if it is.
+    pub fn broken(&self) -> Option<Broken> {
+        self.st().broken.clone()
+    }
+
+    /// Whether hosts have written to the snapshot.
+    pub fn written(&self) -> bool {
+        self.st().written
+    }
+
+    /// Whether the snapshot is deactivated.
+    pub fn inactive(&self) -> bool {
+        self.st().inactive
+    }
+
+    /// Mark the snapshot broken (e.g. after a restart found its store unusable).
+    pub fn set_broken(&self, why: Broken) {
+        self.st().broken = Some(why);
+    }
+
+    fn chunk_len(&self, c: u64) -> usize {
+        CHUNK.min(self.size - c * CHUNK) as usize
+    }
+
+    /// Save chunk `c` of the origin. The caller holds the origin's chunk lock exclusively.
+    fn preserve(&self, origin: &Volume, c: u64) -> Result<(), Broken> {
+        if self.is_preserved(c) {
+            return Ok(());
+        }
+        if !self.pool.reserve(CHUNK) {
+            return Err(Broken::NoSpace);
+        }
+        let io = |e: BlockError| Broken::Io(e.to_string());
+        let mut buf = BytesMut::zeroed(self.chunk_len(c));
+        let saved = origin
+            .base()
+            .read_at(&mut buf, c * CHUNK)
+            .map_err(io)
+            .and_then(|()| {
+                self.store
+                    .write_at(&[buf.freeze()], c * CHUNK, false)
+                    .map_err(io)
+            })
+            .and_then(|()| {
+                let g = self
+                    .log
+                    .append(&[c])
+                    .map_err(|e| Broken::Io(e.to_string()))?;
+                // The saved data, then its record, are durable before the origin changes.
+                self.log
+                    .sync(g, &|| self.store.flush().map_err(std::io::Error::other))
+                    .map_err(|e| Broken::Io(e.to_string()))
+            });
+        match saved {
+            Ok(()) => {
+                self.preserved
+                    .write()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .set(c);
+                Ok(())
+            }
+            Err(e) => {
+                self.pool.release(CHUNK);
+                Err(e)
+            }
+        }
+    }
+
+    /// Take a new point in time: forget every saved chunk (the origin must be quiescent).
+    pub fn retake(&self) -> std::io::Result<()> {
+        let mut p = self
+            .preserved
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        self.pool.release(p.count() * CHUNK);
+        p.clear_all();
+        self.log.rewrite(&p)?;
+        let _ = self.store.discard(0, self.size);
+        let mut st = self.st();
+        st.broken = None;
+        st.written = false;
+        st.inactive = false;
+        Ok(())
+    }
+
+    /// Deactivate: stop preserving and drop what was saved (SMI-S Deactivate discards the
+    /// snapshot's data).
+    pub fn deactivate(&self) -> std::io::Result<()> {
+        self.retake()?;
+        self.st().inactive = true;
+        Ok(())
+    }
+
+    /// Delete the snapshot's files and return its space.
+    pub fn destroy(&self, store_path: &std::path::Path) {
+        let p = self
+            .preserved
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        self.pool.release(p.count() * CHUNK);
+        self.log.remove();
+        let _ = std::fs::remove_file(store_path);
+    }
+
+    /// A restore source bringing the origin back to this snapshot: the saved chunks are
+    /// exactly those changed since the cut.
+    pub fn restore_source(self: &Arc<Self>) -> Arc<dyn RestoreSource> {
+        let pending = self
+            .preserved
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        Arc::new(SnapshotRestore {
+            snap: self.clone(),
+            pending: Mutex::new(pending),
+        })
+    }
+
+    /// The snapshot as a block device.
+    pub fn view(self: &Arc<Self>) -> Arc<dyn BlockDevice> {
+        Arc::new(SnapshotView { snap: self.clone() })
+    }
+}
+
+impl WriteHook for Snapshot {
+    fn prepare(&self, vol: &Volume, w: &Write<'_>) -> blockdev::Result<()> {
+        {
+            let st = self.st();
+            if st.broken.is_some() || st.inactive {
+                return Ok(());
+            }
+        }
+        for c in w.chunks() {
+            if self.is_preserved(c) {
+                continue;
+            }
+            let _l = (!w.locked).then(|| vol.lock_chunks(c, c));
+            if let Err(e) = self.preserve(vol, c) {
+                tracing::warn!(origin = %vol.name, error = ?e, "snapshot broken");
+                self.st().broken = Some(e);
+                return Ok(());
+            }
+        }
+        Ok(())
+    }
+
+    fn flush(&self) -> blockdev::Result<()> {
+        Ok(())
+    }
+}
+
+#[derive(Debug)]
+struct SnapshotRestore {
+    snap: Arc<Snapshot>,
+    pending: Mutex<Bitmap>,
+}
+
+impl RestoreSource for SnapshotRestore {
+    fn pending(&self, c: u64) -> bool {
+        self.pending
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(c)
+    }
+
+    fn read_chunk(&self, c: u64, buf: &mut [u8]) -> blockdev::Result<()> {
+        self.snap.store.read_at(buf, c * CHUNK)
+    }
+
+    fn restored(&self, c: u64) {
+        self.pending
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clear(c);
+    }
+
+    fn next_pending(&self, from: u64) -> Option<u64> {
+        self.pending
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .next_set(from)
+    }
+
+    fn remaining(&self) -> u64 {
+        self.pending
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .count()
+    }
+}
+
+/// A snapshot seen as a block device.
+#[derive(Debug)]
+struct SnapshotView {
+    snap: Arc<Snapshot>,
+}
+
+impl SnapshotView {
+    fn origin(&self) -> blockdev::Result<Arc<Volume>> {
+        self.snap
+            .origin
+            .upgrade()
+            .ok_or_else(|| BlockError::new(BlockErrorKind::Io, "snapshot origin is gone"))
+    }
+}
+
+impl BlockDevice for SnapshotView {
+    fn size(&self) -> u64 {
+        self.snap.size
+    }
+
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> blockdev::Result<()> {
+        blockdev::check_range(self.snap.size, offset, buf.len() as u64)?;
+        if self.snap.broken().is_some() {
+            return Err(BlockError::new(BlockErrorKind::Io, "snapshot is broken"));
+        }
+        let origin = self.origin()?;
+        let mut done = 0usize;
+        while done < buf.len() {
+            let pos = offset + done as u64;
+            let c = pos / CHUNK;
+            let n = (CHUNK - pos % CHUNK).min((buf.len() - done) as u64) as usize;
+            let part = &mut buf[done..done + n];
+            // Shared: a copy-on-write of this chunk cannot interleave with the read.
+            let _l = origin.lock_chunks_shared(c, c);
+            if self.snap.is_preserved(c) {
+                self.snap.store.read_at(part, pos)?;
+            } else {
+                origin.base().read_at(part, pos)?;
+            }
+            done += n;
+        }
+        Ok(())
+    }
+
+    fn write_at(&self, bufs: &[Bytes], offset: u64, fua: bool) -> blockdev::Result<()> {
+        if !self.snap.writable {
+            return Err(read_only("snapshot is read-only"));
+        }
+        let len = blockdev::total_len(bufs);
+        blockdev::check_range(self.snap.size, offset, len)?;
+        let origin = self.origin()?;
+        let range = crate::bitmap::chunks(offset, len);
+        let _l = origin.lock_chunks(*range.start(), *range.end());
+        for c in range {
+            self.snap.preserve(&origin, c).map_err(|e| {
+                self.snap.st().broken = Some(e.clone());
+                BlockError::new(BlockErrorKind::NoSpace, format!("{e:?}"))
+            })?;
+        }
+        self.snap.st().written = true;
+        self.snap.store.write_at(bufs, offset, fua)
+    }
+
+    fn flush(&self) -> blockdev::Result<()> {
+        self.snap.store.flush()
+    }
+
+    fn discard(&self, offset: u64, len: u64) -> blockdev::Result<()> {
+        self.write_zeroes(offset, len, false)
+    }
+
+    fn write_zeroes(&self, offset: u64, len: u64, fua: bool) -> blockdev::Result<()> {
+        let zero = Bytes::from(vec![0u8; len as usize]);
+        self.write_at(&[zero], offset, fua)
+    }
+
+    fn allocation(&self, offset: u64, len: u64) -> blockdev::Result<Vec<Extent>> {
+        Ok(vec![Extent {
+            offset,
+            len,
+            allocated: true,
+        }])
+    }
+}

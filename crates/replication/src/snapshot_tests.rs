@@ -1,0 +1,210 @@
+//! Snapshots and clones against memory devices: bytes compared with what was written.
+
+use std::sync::Arc;
+
+use blockdev::{BlockDevice, MemDevice};
+use bytes::Bytes;
+
+use crate::{
+    bitmap::CHUNK,
+    clone::{Clone, Phase},
+    pool::Pool,
+    snapshot::{Broken, Snapshot},
+    volume::{Volume, WriteHook, run_restore},
+};
+
+const SIZE: u64 = 16 * CHUNK;
+
+fn volume() -> Arc<Volume> {
+    Volume::new("v", Arc::new(MemDevice::new(SIZE)))
+}
+
+fn fill(v: &Volume, off: u64, len: usize, byte: u8) {
+    v.write_at(&[Bytes::from(vec![byte; len])], off, false)
+        .unwrap();
+}
+
+fn read(dev: &dyn BlockDevice, off: u64, len: usize) -> Vec<u8> {
+    let mut b = vec![0u8; len];
+    dev.read_at(&mut b, off).unwrap();
+    b
+}
+
+fn snapshot(v: &Arc<Volume>, dir: &std::path::Path, name: &str, pool: &Arc<Pool>) -> Arc<Snapshot> {
+    let store: Arc<dyn BlockDevice> = Arc::new(MemDevice::new(SIZE));
+    let s = Snapshot::open(v, store, &dir.join(name), pool.clone(), false).unwrap();
+    let _q = v.quiesce();
+    v.add_hook(s.clone());
+    s
+}
+
+#[test]
+fn snapshot_keeps_the_point_in_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let pool = Arc::new(Pool::new("p", dir.path(), 0).unwrap());
+    let v = volume();
+    fill(&v, 0, SIZE as usize, b'a');
+    let s = snapshot(&v, dir.path(), "s1", &pool);
+    // Overwrite part of chunk 2 and all of chunk 5.
+    fill(&v, 2 * CHUNK + 100, 1000, b'b');
+    fill(&v, 5 * CHUNK, CHUNK as usize, b'c');
+    let view = s.view();
+    assert!(read(&*view, 0, SIZE as usize).iter().all(|&x| x == b'a'));
+    assert_eq!(
+        s.preserved_chunks(),
+        2,
+        "only the first write to each chunk copies"
+    );
+    fill(&v, 2 * CHUNK, 10, b'd');
+    assert_eq!(s.preserved_chunks(), 2);
+    assert_eq!(read(&*v, 2 * CHUNK, 1)[0], b'd');
+    // A second snapshot sees the new data.
+    let s2 = snapshot(&v, dir.path(), "s2", &pool);
+    fill(&v, 2 * CHUNK, 10, b'e');
+    assert_eq!(read(&*s2.view(), 2 * CHUNK, 1)[0], b'd');
+    assert_eq!(read(&*s.view(), 2 * CHUNK, 1)[0], b'a');
+    assert!(
+        view.write_at(&[Bytes::from_static(b"x")], 0, false)
+            .is_err(),
+        "read-only by default"
+    );
+}
+
+#[test]
+fn snapshot_survives_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let pool = Arc::new(Pool::new("p", dir.path(), 0).unwrap());
+    let v = volume();
+    fill(&v, 0, SIZE as usize, 1);
+    let store: Arc<dyn BlockDevice> = Arc::new(MemDevice::new(SIZE));
+    let s = Snapshot::open(
+        &v,
+        store.clone(),
+        &dir.path().join("s"),
+        pool.clone(),
+        false,
+    )
+    .unwrap();
+    v.add_hook(s.clone());
+    fill(&v, 3 * CHUNK, 5, 2);
+    let h: Arc<dyn WriteHook> = s.clone();
+    v.remove_hook(&h);
+    drop(s);
+    // Reopened from its log (as after a restart, with a fresh pool): chunk 3 is still
+    // served from the store, and charged to the pool again.
+    let pool = Arc::new(Pool::new("p", dir.path(), 0).unwrap());
+    let s = Snapshot::open(&v, store, &dir.path().join("s"), pool.clone(), false).unwrap();
+    assert_eq!(s.preserved_chunks(), 1);
+    assert_eq!(pool.used(), CHUNK);
+    assert!(read(&*s.view(), 3 * CHUNK, 10).iter().all(|&x| x == 1));
+}
+
+#[test]
+fn full_pool_breaks_the_snapshot_not_the_origin() {
+    let dir = tempfile::tempdir().unwrap();
+    let pool = Arc::new(Pool::new("p", dir.path(), 2 * CHUNK).unwrap());
+    let v = volume();
+    let s = snapshot(&v, dir.path(), "s", &pool);
+    fill(&v, 0, 10, 1);
+    fill(&v, CHUNK, 10, 1);
+    assert!(s.broken().is_none());
+    fill(&v, 2 * CHUNK, 10, 1);
+    assert_eq!(s.broken(), Some(Broken::NoSpace));
+    fill(&v, 3 * CHUNK, 10, 7);
+    assert_eq!(read(&*v, 3 * CHUNK, 1)[0], 7, "origin writes go on");
+    assert!(
+        s.view().read_at(&mut [0u8; 8], 0).is_err(),
+        "a broken snapshot is not readable"
+    );
+}
+
+#[test]
+fn restore_from_snapshot_while_writing() {
+    let dir = tempfile::tempdir().unwrap();
+    let pool = Arc::new(Pool::new("p", dir.path(), 0).unwrap());
+    let v = volume();
+    fill(&v, 0, SIZE as usize, b'a');
+    let s = snapshot(&v, dir.path(), "s", &pool);
+    for c in [1, 4, 9] {
+        fill(&v, c * CHUNK, 100, b'z');
+    }
+    let src = s.restore_source();
+    v.set_restore(Some(src.clone()));
+    // Reads of pending chunks already show the snapshot.
+    assert_eq!(read(&*v, 4 * CHUNK, 1)[0], b'a');
+    // A write during the restore lands on restored data.
+    fill(&v, 9 * CHUNK + 50, 10, b'w');
+    let n = run_restore(&v, &*src, &|_, _| {}, &|| false).unwrap();
+    assert_eq!(n, 2, "chunk 9 was brought back by the write");
+    v.set_restore(None);
+    let data = read(&*v, 0, SIZE as usize);
+    for (i, &b) in data.iter().enumerate() {
+        let want = if (9 * CHUNK as usize + 50..9 * CHUNK as usize + 60).contains(&i) {
+            b'w'
+        } else {
+            b'a'
+        };
+        assert_eq!(b, want, "byte {i}");
+    }
+}
+
+#[test]
+fn clone_copies_the_point_in_time_while_the_origin_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let v = volume();
+    for c in 0..16u64 {
+        fill(&v, c * CHUNK, CHUNK as usize, c as u8);
+    }
+    let target: Arc<dyn BlockDevice> = Arc::new(MemDevice::new(SIZE));
+    let k = Clone::open(&v, target.clone(), &dir.path().join("k"), false).unwrap();
+    {
+        let _q = v.quiesce();
+        v.add_hook(k.clone());
+    }
+    // Writes before the background copy reaches these chunks.
+    fill(&v, 7 * CHUNK, 10, 0xee);
+    fill(&v, 15 * CHUNK, CHUNK as usize, 0xff);
+    // The clone view already shows the point in time.
+    assert_eq!(read(&*k.view(), 7 * CHUNK, 1)[0], 7);
+    let copied = k.run_copy(&|_, _| {}, &|| false).unwrap();
+    assert_eq!(copied, 14, "two chunks were copied before the writes");
+    assert_eq!(k.phase(), Phase::Complete);
+    for c in 0..16u64 {
+        assert!(
+            read(&*target, c * CHUNK, CHUNK as usize)
+                .iter()
+                .all(|&x| x == c as u8),
+            "chunk {c}"
+        );
+    }
+    // Incremental resync to a new point in time: only the chunks changed since the first
+    // one (7 and 15 during the copy, 3 after it) are copied again.
+    fill(&v, 3 * CHUNK, 1, 0x33);
+    assert_eq!(k.retake().unwrap(), 3);
+    assert_eq!(k.run_copy(&|_, _| {}, &|| false).unwrap(), 3);
+    assert_eq!(read(&*target, 3 * CHUNK, 1)[0], 0x33);
+    assert_eq!(read(&*target, 7 * CHUNK, 1)[0], 0xee);
+    assert_eq!(read(&*target, 15 * CHUNK, 1)[0], 0xff);
+}
+
+#[test]
+fn clone_restore_copies_back_only_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let v = volume();
+    fill(&v, 0, SIZE as usize, 1);
+    let target: Arc<dyn BlockDevice> = Arc::new(MemDevice::new(SIZE));
+    let k = Clone::open(&v, target, &dir.path().join("k"), false).unwrap();
+    v.add_hook(k.clone());
+    k.run_copy(&|_, _| {}, &|| false).unwrap();
+    fill(&v, 2 * CHUNK, 10, 9);
+    k.view()
+        .write_at(&[Bytes::from_static(&[8; 4])], 6 * CHUNK, false)
+        .unwrap();
+    let src = k.restore_source();
+    assert_eq!(src.remaining(), 2);
+    v.set_restore(Some(src.clone()));
+    run_restore(&v, &*src, &|_, _| {}, &|| false).unwrap();
+    v.set_restore(None);
+    assert_eq!(read(&*v, 2 * CHUNK, 1)[0], 1);
+    assert_eq!(read(&*v, 6 * CHUNK, 4), vec![8; 4]);
+}

@@ -1,0 +1,397 @@
+//! A volume: the block device a LUN serves, with every write passing through the hooks of
+//! the replication relationships attached to it.
+//!
+//! Write path, in order:
+//! 1. the gate is entered shared (a point-in-time cut waits for in-flight writes);
+//! 2. a restore in progress brings the written chunks back first;
+//! 3. each hook prepares: copy-on-write of old data, activity log, or a refusal (a mirror
+//!    target that is not writable);
+//! 4. the chunks are locked shared; hooks start their own copies of the write (a synchronous
+//!    mirror's target write runs concurrently with the source write); the source is written;
+//! 5. each hook finishes with the outcome: an asynchronous journal append, dirty tracking,
+//!    or a broken pair when its target failed. A hook never fails the source write.
+
+use std::{
+    ops::RangeInclusive,
+    sync::{Arc, RwLock},
+};
+
+use blockdev::{BlockDevice, BlockError, BlockErrorKind, Extent};
+use bytes::{Bytes, BytesMut};
+
+use crate::{
+    bitmap::{CHUNK, chunks},
+    locks::{ChunkLocks, ExclusiveChunks},
+};
+
+/// What a write does.
+#[derive(Clone, Copy, Debug)]
+pub enum WriteKind<'a> {
+    /// Data.
+    Data(&'a [Bytes]),
+    /// Deallocation (reads back zeroes).
+    Discard,
+    /// Zeroes, kept allocated.
+    Zeroes,
+}
+
+/// One write as the hooks see it.
+#[derive(Clone, Copy, Debug)]
+pub struct Write<'a> {
+    /// What is written.
+    pub kind: WriteKind<'a>,
+    /// Byte offset.
+    pub offset: u64,
+    /// Length in bytes.
+    pub len: u64,
+    /// Forced unit access.
+    pub fua: bool,
+    /// The writer already holds the chunks exclusively (a restore bringing a chunk back):
+    /// hooks must not lock them again.
+    pub locked: bool,
+}
+
+impl Write<'_> {
+    /// The chunks the write touches.
+    pub fn chunks(&self) -> RangeInclusive<u64> {
+        chunks(self.offset, self.len)
+    }
+
+    /// Apply this write to another device (a mirror target).
+    pub fn apply_to(&self, dev: &dyn BlockDevice) -> blockdev::Result<()> {
+        match self.kind {
+            WriteKind::Data(b) => dev.write_at(b, self.offset, self.fua),
+            WriteKind::Discard => dev.discard(self.offset, self.len),
+            WriteKind::Zeroes => dev.write_zeroes(self.offset, self.len, self.fua),
+        }
+    }
+}
+
+/// A write started by a hook, to be awaited after the source write.
+pub struct Pending(Box<dyn FnOnce() -> blockdev::Result<()> + Send>);
+
+impl Pending {
+    /// Wrap a waiter.
+    pub fn new(f: impl FnOnce() -> blockdev::Result<()> + Send + 'static) -> Self {
+        Self(Box::new(f))
+    }
+
+    /// Wait for the outcome.
+    pub fn wait(self) -> blockdev::Result<()> {
+        (self.0)()
+    }
+}
+
+impl std::fmt::Debug for Pending {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Pending")
+    }
+}
+
+/// A replication relationship's part in a volume's write path.
+pub trait WriteHook: Send + Sync + std::fmt::Debug {
+    /// Before the write, without chunk locks held: copy-on-write and metadata. An error
+    /// refuses the write (only for guards of volumes that are not writable).
+    fn prepare(&self, vol: &Volume, w: &Write<'_>) -> blockdev::Result<()>;
+
+    /// With the chunks locked: start this relationship's copy of the write, which runs
+    /// concurrently with the source write.
+    fn start(&self, _vol: &Volume, _w: &Write<'_>) -> Option<Pending> {
+        None
+    }
+
+    /// After the source write (`source_ok`) and this hook's own copy (`copy`).
+    fn finish(
+        &self,
+        _vol: &Volume,
+        _w: &Write<'_>,
+        _source_ok: bool,
+        _copy: Option<blockdev::Result<()>>,
+    ) {
+    }
+
+    /// SYNCHRONIZE CACHE: make the relationship's copies durable too.
+    fn flush(&self) -> blockdev::Result<()> {
+        Ok(())
+    }
+}
+
+/// Reads of chunks that are being restored come from elsewhere until restored.
+pub trait RestoreSource: Send + Sync + std::fmt::Debug {
+    /// Whether chunk `c` still has to be brought back.
+    fn pending(&self, c: u64) -> bool;
+    /// Read the restore data of chunk `c` (a whole chunk, clipped at the device end).
+    fn read_chunk(&self, c: u64, buf: &mut [u8]) -> blockdev::Result<()>;
+    /// Chunk `c` has been written back to the volume.
+    fn restored(&self, c: u64);
+    /// The first pending chunk at or after `from`.
+    fn next_pending(&self, from: u64) -> Option<u64>;
+    /// Number of chunks still pending.
+    fn remaining(&self) -> u64;
+}
+
+/// Bring every pending chunk back (the background part of a restore), reporting progress
+/// as (done, total) and stopping early when `cancel` says so. Returns the chunks restored.
+pub fn run_restore(
+    vol: &Volume,
+    src: &dyn RestoreSource,
+    progress: &dyn Fn(u64, u64),
+    cancel: &dyn Fn() -> bool,
+) -> blockdev::Result<u64> {
+    let total = src.remaining();
+    let mut done = 0;
+    let mut from = 0;
+    while let Some(c) = src.next_pending(from) {
+        if cancel() {
+            break;
+        }
+        vol.restore_chunk(src, c)?;
+        done += 1;
+        from = c + 1;
+        progress(done, total);
+    }
+    // Chunks that became pending again before `from` are none: pending only shrinks.
+    Ok(done)
+}
+
+/// A volume.
+#[derive(Debug)]
+pub struct Volume {
+    /// Name (`volume:<name>`).
+    pub name: String,
+    base: Arc<dyn BlockDevice>,
+    gate: RwLock<()>,
+    locks: ChunkLocks,
+    hooks: RwLock<Vec<Arc<dyn WriteHook>>>,
+    restore: RwLock<Option<Arc<dyn RestoreSource>>>,
+}
+
+impl Volume {
+    /// A volume over its storage.
+    pub fn new(name: &str, base: Arc<dyn BlockDevice>) -> Arc<Self> {
+        Arc::new(Self {
+            name: name.to_owned(),
+            base,
+            gate: RwLock::new(()),
+            locks: ChunkLocks::default(),
+            hooks: RwLock::new(Vec::new()),
+            restore: RwLock::new(None),
+        })
+    }
+
+    /// The underlying storage (reads and writes that bypass replication: copies made by the
+    /// replication layer itself).
+    pub fn base(&self) -> &Arc<dyn BlockDevice> {
+        &self.base
+    }
+
+    /// Number of chunks.
+    pub fn chunk_count(&self) -> u64 {
+        self.base.size().div_ceil(CHUNK)
+    }
+
+    /// Attach a hook.
+    pub fn add_hook(&self, h: Arc<dyn WriteHook>) {
+        self.hooks
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(h);
+    }
+
+    /// Detach a hook (compared by address).
+    pub fn remove_hook(&self, h: &Arc<dyn WriteHook>) {
+        self.hooks
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .retain(|x| !Arc::ptr_eq(x, h));
+    }
+
+    /// Hold every write back and wait for in-flight writes: the volume is quiescent while
+    /// the guard lives.
+    pub fn quiesce(&self) -> std::sync::RwLockWriteGuard<'_, ()> {
+        self.gate
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Lock chunks exclusively (copies made by the replication layer).
+    pub fn lock_chunks(&self, first: u64, last: u64) -> ExclusiveChunks<'_> {
+        self.locks.exclusive(first, last)
+    }
+
+    /// Start restoring from `src`: reads of pending chunks are redirected and writes bring
+    /// their chunks back first.
+    pub fn set_restore(&self, src: Option<Arc<dyn RestoreSource>>) {
+        *self
+            .restore
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = src;
+    }
+
+    /// Bring chunk `c` back from the restore source if it is still pending.
+    pub fn restore_chunk(&self, src: &dyn RestoreSource, c: u64) -> blockdev::Result<()> {
+        let _l = self.locks.exclusive(c, c);
+        if !src.pending(c) {
+            return Ok(());
+        }
+        let off = c * CHUNK;
+        let len = CHUNK.min(self.base.size() - off) as usize;
+        let mut buf = BytesMut::zeroed(len);
+        src.read_chunk(c, &mut buf)?;
+        // The write goes through the other hooks (copy-on-write for other snapshots).
+        self.write_internal(&[buf.freeze()], off, false, true)?;
+        src.restored(c);
+        Ok(())
+    }
+
+    fn restore_source(&self) -> Option<Arc<dyn RestoreSource>> {
+        self.restore
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    fn hooks(&self) -> Vec<Arc<dyn WriteHook>> {
+        self.hooks
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    fn write_op(&self, w: &Write<'_>) -> blockdev::Result<()> {
+        let hooks = self.hooks();
+        for h in &hooks {
+            h.prepare(self, w)?;
+        }
+        let range = w.chunks();
+        let _locks = (!w.locked).then(|| self.locks.shared(*range.start(), *range.end()));
+        let pending: Vec<Option<Pending>> = hooks.iter().map(|h| h.start(self, w)).collect();
+        let r = w.apply_to(&*self.base);
+        for (h, p) in hooks.iter().zip(pending) {
+            let copy = p.map(Pending::wait);
+            h.finish(self, w, r.is_ok(), copy);
+        }
+        r
+    }
+
+    /// A write from inside the replication layer that still goes through the hooks
+    /// (`chunk_locked`: the caller holds the chunk locks exclusively).
+    fn write_internal(
+        &self,
+        bufs: &[Bytes],
+        offset: u64,
+        fua: bool,
+        chunk_locked: bool,
+    ) -> blockdev::Result<()> {
+        let len = blockdev::total_len(bufs);
+        self.write_op(&Write {
+            kind: WriteKind::Data(bufs),
+            offset,
+            len,
+            fua,
+            locked: chunk_locked,
+        })
+    }
+
+    fn host_write(&self, w: Write<'_>) -> blockdev::Result<()> {
+        blockdev::check_range(self.base.size(), w.offset, w.len)?;
+        let _gate = self
+            .gate
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(src) = self.restore_source() {
+            for c in w.chunks() {
+                self.restore_chunk(&*src, c)?;
+            }
+        }
+        self.write_op(&w)
+    }
+
+    /// Lock chunks shared (reads that must not interleave with a copy-on-write).
+    pub fn lock_chunks_shared(&self, first: u64, last: u64) -> crate::locks::SharedChunks<'_> {
+        self.locks.shared(first, last)
+    }
+}
+
+impl BlockDevice for Volume {
+    fn size(&self) -> u64 {
+        self.base.size()
+    }
+
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> blockdev::Result<()> {
+        let Some(src) = self.restore_source() else {
+            return self.base.read_at(buf, offset);
+        };
+        blockdev::check_range(self.base.size(), offset, buf.len() as u64)?;
+        let mut done = 0usize;
+        while done < buf.len() {
+            let pos = offset + done as u64;
+            let c = pos / CHUNK;
+            let within = (pos % CHUNK) as usize;
+            let n = (CHUNK as usize - within).min(buf.len() - done);
+            let _l = self.locks.shared(c, c);
+            if src.pending(c) {
+                let len = CHUNK.min(self.base.size() - c * CHUNK) as usize;
+                let mut chunk = vec![0u8; len];
+                src.read_chunk(c, &mut chunk)?;
+                buf[done..done + n].copy_from_slice(&chunk[within..within + n]);
+            } else {
+                self.base.read_at(&mut buf[done..done + n], pos)?;
+            }
+            done += n;
+        }
+        Ok(())
+    }
+
+    fn write_at(&self, bufs: &[Bytes], offset: u64, fua: bool) -> blockdev::Result<()> {
+        let len = blockdev::total_len(bufs);
+        self.host_write(Write {
+            kind: WriteKind::Data(bufs),
+            offset,
+            len,
+            fua,
+            locked: false,
+        })
+    }
+
+    fn flush(&self) -> blockdev::Result<()> {
+        self.base.flush()?;
+        for h in self.hooks() {
+            h.flush()?;
+        }
+        Ok(())
+    }
+
+    fn discard(&self, offset: u64, len: u64) -> blockdev::Result<()> {
+        self.host_write(Write {
+            kind: WriteKind::Discard,
+            offset,
+            len,
+            fua: false,
+            locked: false,
+        })
+    }
+
+    fn write_zeroes(&self, offset: u64, len: u64, fua: bool) -> blockdev::Result<()> {
+        self.host_write(Write {
+            kind: WriteKind::Zeroes,
+            offset,
+            len,
+            fua,
+            locked: false,
+        })
+    }
+
+    fn allocation(&self, offset: u64, len: u64) -> blockdev::Result<Vec<Extent>> {
+        self.base.allocation(offset, len)
+    }
+
+    fn thin(&self) -> bool {
+        self.base.thin()
+    }
+}
+
+/// The error a guard returns for a volume that may not be written now.
+pub fn read_only(what: &str) -> BlockError {
+    BlockError::new(BlockErrorKind::ReadOnly, what.to_owned())
+}
