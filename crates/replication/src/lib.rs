@@ -29,6 +29,8 @@ pub mod types;
 pub mod volume;
 
 #[cfg(test)]
+mod mirror_tests;
+#[cfg(test)]
 mod snapshot_tests;
 
 pub use self::{

@@ -1,1 +1,763 @@
-//! placeholder
+//! Mirrors (SyncType 6): a full copy of a source volume on a target volume, kept in step
+//! synchronously (Mode 2: a write is acknowledged when source and target have it, the
+//! target write running concurrently with the source write) or asynchronously (Mode 3: an
+//! ordered, bounded journal ships writes in order, so the target is always a prefix of the
+//! source). Whenever the target cannot follow (fractured, split, suspended, broken,
+//! journal overflow) the changed chunks are tracked in a dirty bitmap, so that Resync and
+//! Restore copy only those. The source's activity log bounds what may differ after a crash.
+
+use std::{
+    sync::{
+        Arc, Mutex, RwLock,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use blockdev::{BlockDevice, BlockError, BlockErrorKind};
+use bytes::BytesMut;
+use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
+
+use crate::{
+    al::{ActivityLog, extent_chunks},
+    bitmap::{Bitmap, CHUNK},
+    journal::{ASYNC_MIRROR_MAX_LAG_BYTES, EntryKind, Journal},
+    types::{CopyState, Mode},
+    volume::{Pending, RestoreSource, Volume, Write, WriteHook, WriteKind, read_only},
+};
+
+/// A mirror's mutable state.
+#[derive(Debug)]
+struct State {
+    state: CopyState,
+    mode: Mode,
+    /// Chunks the target may lack (source written while the target could not follow).
+    out_of_sync: Bitmap,
+    /// Chunks written on the target (fractured, failed over).
+    target_dirty: Bitmap,
+    /// Asynchronous writes go to the journal (false while a resync runs).
+    journaling: bool,
+}
+
+/// A write the target writer applies, owned.
+#[derive(Debug)]
+struct TargetWrite {
+    kind: EntryKind,
+    offset: u64,
+    len: u64,
+    fua: bool,
+}
+
+type TargetJob = (TargetWrite, Sender<blockdev::Result<()>>);
+
+/// A mirror between two volumes.
+#[derive(Debug)]
+pub struct Mirror {
+    /// Relationship id.
+    pub id: u64,
+    source: RwLock<Arc<Volume>>,
+    target: RwLock<Arc<Volume>>,
+    st: Mutex<State>,
+    journal: RwLock<Option<Arc<Journal>>>,
+    al: RwLock<Option<Arc<ActivityLog>>>,
+    writer: Sender<TargetJob>,
+    /// Chunks copied by the most recent copy (initial sync, resync, restore).
+    pub last_copy_chunks: AtomicU64,
+    stopping: AtomicBool,
+    /// Persist bitmaps here (`None`: not persisted).
+    bitmap_paths: Option<(std::path::PathBuf, std::path::PathBuf)>,
+    shipper: Mutex<Option<std::thread::JoinHandle<()>>>,
+    guard: Mutex<Option<Arc<dyn WriteHook>>>,
+}
+
+/// The hook a mirror puts on its target volume: it refuses host writes while the target is
+/// a follower, and tracks them when it may be written.
+#[derive(Debug)]
+pub struct TargetGuard(pub Arc<Mirror>);
+
+impl Mirror {
+    /// A mirror from `source` to `target` in `state` (a new pair starts Unsynchronized with
+    /// every chunk to copy; a reopened pair passes its persisted state and bitmaps).
+    pub fn new(
+        id: u64,
+        source: Arc<Volume>,
+        target: Arc<Volume>,
+        mode: Mode,
+        state: CopyState,
+        out_of_sync: Bitmap,
+        target_dirty: Bitmap,
+        bitmap_paths: Option<(std::path::PathBuf, std::path::PathBuf)>,
+    ) -> Arc<Self> {
+        let (tx, rx) = unbounded::<TargetJob>();
+        let m = Arc::new(Self {
+            id,
+            source: RwLock::new(source),
+            target: RwLock::new(target),
+            st: Mutex::new(State {
+                state,
+                mode,
+                out_of_sync,
+                target_dirty,
+                journaling: false,
+            }),
+            journal: RwLock::new(None),
+            al: RwLock::new(None),
+            writer: tx,
+            last_copy_chunks: AtomicU64::new(0),
+            stopping: AtomicBool::new(false),
+            bitmap_paths,
+            shipper: Mutex::new(None),
+            guard: Mutex::new(None),
+        });
+        let weak = Arc::downgrade(&m);
+        let _ = std::thread::Builder::new()
+            .name(format!("mirror-{id}-writer"))
+            .spawn(move || {
+                target_writer(weak, rx);
+            });
+        m
+    }
+
+    fn st(&self) -> std::sync::MutexGuard<'_, State> {
+        self.st
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The source volume.
+    pub fn source(&self) -> Arc<Volume> {
+        self.source
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// The target volume.
+    pub fn target(&self) -> Arc<Volume> {
+        self.target
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// CopyState.
+    pub fn state(&self) -> CopyState {
+        self.st().state
+    }
+
+    /// Set the CopyState.
+    pub fn set_state(&self, s: CopyState) {
+        self.st().state = s;
+    }
+
+    /// Mode.
+    pub fn mode(&self) -> Mode {
+        self.st().mode
+    }
+
+    /// Chunks to copy (source side) and chunks written on the target.
+    pub fn dirty(&self) -> (u64, u64) {
+        let st = self.st();
+        (st.out_of_sync.count(), st.target_dirty.count())
+    }
+
+    /// Bitmaps (for persistence).
+    pub fn bitmaps(&self) -> (Bitmap, Bitmap) {
+        let st = self.st();
+        (st.out_of_sync.clone(), st.target_dirty.clone())
+    }
+
+    /// Asynchronous lag: bytes and seconds behind.
+    pub fn lag(&self) -> (u64, Duration) {
+        match &*self
+            .journal
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        {
+            Some(j) => j.lag(),
+            None => (0, Duration::ZERO),
+        }
+    }
+
+    /// Use this activity log (the source's).
+    pub fn set_activity_log(&self, al: Option<Arc<ActivityLog>>) {
+        *self
+            .al
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = al;
+    }
+
+    /// Mark the chunks of activity-log extents as possibly different (crash recovery).
+    pub fn recover_extents(&self, extents: &[u64]) {
+        let mut st = self.st();
+        for &e in extents {
+            for c in extent_chunks(e) {
+                st.out_of_sync.set(c);
+            }
+        }
+    }
+
+    /// Persist the dirty bitmaps.
+    pub fn save_bitmaps(&self) -> std::io::Result<()> {
+        let Some((a, b)) = &self.bitmap_paths else {
+            return Ok(());
+        };
+        let (oos, td) = self.bitmaps();
+        oos.save(a)?;
+        td.save(b)
+    }
+
+    /// Attach the hooks to the volumes.
+    pub fn attach(self: &Arc<Self>) {
+        self.source().add_hook(self.clone());
+        let guard: Arc<dyn WriteHook> = Arc::new(TargetGuard(self.clone()));
+        self.target().add_hook(guard.clone());
+        *self
+            .guard
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(guard);
+    }
+
+    /// Remove the hooks (Detach, Dissolve, before Reverse Roles).
+    pub fn detach(self: &Arc<Self>) {
+        let me: Arc<dyn WriteHook> = self.clone();
+        self.source().remove_hook(&me);
+        if let Some(g) = self
+            .guard
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
+        {
+            self.target().remove_hook(&g);
+        }
+        self.stop_journal();
+    }
+
+    /// Stop journaling; unapplied entries become dirty chunks.
+    fn stop_journal(&self) {
+        let j = self
+            .journal
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let Some(j) = j {
+            let entries = j.take(self.id);
+            let mut st = self.st();
+            st.journaling = false;
+            for e in entries {
+                for c in crate::bitmap::chunks(e.offset, e.len) {
+                    st.out_of_sync.set(c);
+                }
+            }
+            j.close();
+        }
+        if let Some(h) = self
+            .shipper
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
+        {
+            let _ = h.join();
+        }
+    }
+
+    /// Start journaling into `journal` (a group journal may be shared) with a shipper.
+    fn start_journal(self: &Arc<Self>, journal: Arc<Journal>) {
+        *self
+            .journal
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(journal.clone());
+        self.st().journaling = true;
+        let weak = Arc::downgrade(self);
+        let h = std::thread::Builder::new()
+            .name(format!("mirror-{}-shipper", self.id))
+            .spawn(move || ship(weak, journal))
+            .ok();
+        *self
+            .shipper
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = h;
+    }
+
+    /// Change the mode (Reset To Sync / Reset To Async), with the source quiescent and the
+    /// journal drained so that no older journaled write lands after a newer direct one.
+    pub fn set_mode(self: &Arc<Self>, mode: Mode) {
+        let source = self.source();
+        let _q = source.quiesce();
+        if mode == Mode::Synchronous {
+            if let Some(j) = self
+                .journal
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clone()
+            {
+                j.drain(Duration::from_secs(600));
+            }
+            self.stop_journal();
+        }
+        let mut st = self.st();
+        st.mode = mode;
+        let following = matches!(st.state, CopyState::Synchronized);
+        drop(st);
+        if mode == Mode::Asynchronous && following {
+            self.start_journal(Arc::new(Journal::new(ASYNC_MIRROR_MAX_LAG_BYTES)));
+        }
+    }
+
+    /// Fracture (or suspend, deactivate): the target stops following; changes are tracked.
+    pub fn stop_following(&self, state: CopyState) {
+        self.stop_journal();
+        self.st().state = state;
+    }
+
+    /// Split: quiesce the source, drain an asynchronous journal, then stop following.
+    pub fn split(self: &Arc<Self>) {
+        let source = self.source();
+        let _q = source.quiesce();
+        if let Some(j) = self
+            .journal
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+        {
+            j.drain(Duration::from_secs(600));
+        }
+        self.stop_following(CopyState::Split);
+    }
+
+    /// Throw the tracking away (Prepare): a later activation copies everything.
+    pub fn prepare(&self) {
+        self.stop_journal();
+        let mut st = self.st();
+        let n = st.out_of_sync.len();
+        st.out_of_sync = Bitmap::full(n);
+        st.target_dirty.clear_all();
+        st.state = CopyState::Prepared;
+    }
+
+    /// Failover: the target becomes the primary, read-write; the source is fenced.
+    pub fn failover(&self) {
+        self.stop_journal();
+        self.st().state = CopyState::Failedover;
+    }
+
+    /// Copy source to target until they are equal, then follow (initial sync, resync,
+    /// resume, activate). Chunks dirty on either side are copied; target changes are
+    /// discarded. Returns the chunks copied.
+    pub fn resync(
+        self: &Arc<Self>,
+        progress: &dyn Fn(u64, u64),
+        cancel: &dyn Fn() -> bool,
+    ) -> blockdev::Result<u64> {
+        {
+            let mut st = self.st();
+            let td = st.target_dirty.clone();
+            st.out_of_sync.union(&td);
+            st.target_dirty.clear_all();
+            st.state = CopyState::Unsynchronized;
+            st.journaling = false;
+        }
+        let source = self.source();
+        let target = self.target();
+        let total = self.dirty().0;
+        let mut copied = 0u64;
+        loop {
+            let next = self.st().out_of_sync.next_set(0);
+            let Some(c) = next else {
+                // Converged: switch to following under quiescence, unless writes slipped in.
+                let _q = source.quiesce();
+                if !self.st().out_of_sync.is_empty() {
+                    continue;
+                }
+                let mode = self.mode();
+                self.st().state = CopyState::Synchronized;
+                if mode == Mode::Asynchronous {
+                    let j = self
+                        .journal
+                        .read()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .clone()
+                        .unwrap_or_else(|| Arc::new(Journal::new(ASYNC_MIRROR_MAX_LAG_BYTES)));
+                    if self
+                        .shipper
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .is_some()
+                    {
+                        self.st().journaling = true;
+                    } else {
+                        self.start_journal(j);
+                    }
+                }
+                break;
+            };
+            if cancel() || self.stopping.load(Ordering::Relaxed) {
+                break;
+            }
+            {
+                let _l = source.lock_chunks(c, c);
+                if self.st().out_of_sync.get(c) {
+                    if let Err(e) = copy_chunk(&**source.base(), &**target.base(), c) {
+                        let mut st = self.st();
+                        st.state = CopyState::Broken;
+                        return Err(e);
+                    }
+                    self.st().out_of_sync.clear(c);
+                    copied += 1;
+                }
+            }
+            progress(copied, total.max(copied));
+        }
+        self.last_copy_chunks.store(copied, Ordering::Relaxed);
+        Ok(copied)
+    }
+
+    /// Copy the target back over the source's changed chunks (Restore, Failback), through
+    /// the source's restore path so that reads of pending chunks already see the target and
+    /// other snapshots of the source still preserve their data. Returns the chunks copied.
+    pub fn restore_to_source(
+        self: &Arc<Self>,
+        progress: &dyn Fn(u64, u64),
+        cancel: &dyn Fn() -> bool,
+    ) -> blockdev::Result<u64> {
+        let pending = {
+            let st = self.st();
+            let mut p = st.out_of_sync.clone();
+            p.union(&st.target_dirty);
+            p
+        };
+        let src: Arc<dyn RestoreSource> = Arc::new(TargetRestore {
+            target: self.target(),
+            pending: Mutex::new(pending),
+        });
+        let source = self.source();
+        source.set_restore(Some(src.clone()));
+        // The source is the primary again: writes are allowed (they restore first).
+        self.st().state = CopyState::Unsynchronized;
+        let r = crate::volume::run_restore(&source, &*src, progress, cancel);
+        source.set_restore(None);
+        let n = r?;
+        let mut st = self.st();
+        st.out_of_sync.clear_all();
+        st.target_dirty.clear_all();
+        st.state = CopyState::Synchronized;
+        let mode = st.mode;
+        drop(st);
+        if mode == Mode::Asynchronous {
+            self.start_journal(Arc::new(Journal::new(ASYNC_MIRROR_MAX_LAG_BYTES)));
+        }
+        self.last_copy_chunks.store(n, Ordering::Relaxed);
+        Ok(n)
+    }
+
+    /// Failback: hold the target's writes, copy back what changed while failed over, and
+    /// make the source the primary again.
+    pub fn failback(self: &Arc<Self>, progress: &dyn Fn(u64, u64)) -> blockdev::Result<u64> {
+        let target = self.target();
+        let _q = target.quiesce();
+        self.restore_to_source(progress, &|| false)
+    }
+
+    /// Swap source and target (the bitmaps swap with them).
+    pub fn reverse(self: &Arc<Self>) {
+        self.detach();
+        {
+            let mut s = self
+                .source
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut t = self
+                .target
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            std::mem::swap(&mut *s, &mut *t);
+            let mut st = self.st();
+            let st = &mut *st;
+            std::mem::swap(&mut st.out_of_sync, &mut st.target_dirty);
+        }
+        self.set_activity_log(None);
+        self.attach();
+        if self.state() == CopyState::Synchronized && self.mode() == Mode::Asynchronous {
+            self.start_journal(Arc::new(Journal::new(ASYNC_MIRROR_MAX_LAG_BYTES)));
+        }
+    }
+
+    /// Stop the background work for good.
+    pub fn shutdown(self: &Arc<Self>) {
+        self.stopping.store(true, Ordering::Relaxed);
+        self.stop_journal();
+    }
+
+    /// Begin journaling now (a reopened asynchronous pair that is Synchronized).
+    pub fn resume_journal(self: &Arc<Self>, journal: Option<Arc<Journal>>) {
+        self.start_journal(
+            journal.unwrap_or_else(|| Arc::new(Journal::new(ASYNC_MIRROR_MAX_LAG_BYTES))),
+        );
+    }
+
+    fn mark(&self, w: &Write<'_>) {
+        let mut st = self.st();
+        for c in w.chunks() {
+            st.out_of_sync.set(c);
+        }
+    }
+
+    fn apply_entry(&self, e: &crate::journal::Entry) -> blockdev::Result<()> {
+        let target = self.target();
+        let dev = target.base();
+        match &e.kind {
+            EntryKind::Data(b) => dev.write_at(b, e.offset, false),
+            EntryKind::Discard => dev.discard(e.offset, e.len),
+            EntryKind::Zeroes => dev.write_zeroes(e.offset, e.len, false),
+        }
+    }
+}
+
+fn copy_chunk(from: &dyn BlockDevice, to: &dyn BlockDevice, c: u64) -> blockdev::Result<()> {
+    let len = CHUNK.min(from.size() - c * CHUNK) as usize;
+    let mut buf = BytesMut::zeroed(len);
+    from.read_at(&mut buf, c * CHUNK)?;
+    to.write_at(&[buf.freeze()], c * CHUNK, false)
+}
+
+/// Applies synchronous writes to the target, concurrently with the source write.
+fn target_writer(mirror: std::sync::Weak<Mirror>, rx: Receiver<TargetJob>) {
+    while let Ok((w, reply)) = rx.recv() {
+        let Some(m) = mirror.upgrade() else { return };
+        let target = m.target();
+        let dev = target.base();
+        let r = match &w.kind {
+            EntryKind::Data(b) => dev.write_at(b, w.offset, w.fua),
+            EntryKind::Discard => dev.discard(w.offset, w.len),
+            EntryKind::Zeroes => dev.write_zeroes(w.offset, w.len, w.fua),
+        };
+        let _ = reply.send(r);
+    }
+}
+
+/// Applies journal entries in order.
+fn ship(mirror: std::sync::Weak<Mirror>, journal: Arc<Journal>) {
+    loop {
+        let Some(e) = journal.next(Duration::from_millis(200)) else {
+            if journal.closed() || mirror.upgrade().is_none() {
+                return;
+            }
+            continue;
+        };
+        let Some(m) = mirror.upgrade() else { return };
+        match m.apply_entry(&e) {
+            Ok(()) => journal.applied(),
+            Err(err) => {
+                tracing::warn!(mirror = m.id, error = %err, "asynchronous target failed: pair broken");
+                journal.retry_later();
+                let entries = journal.take(m.id);
+                let mut st = m.st();
+                st.state = CopyState::Broken;
+                st.journaling = false;
+                for x in entries {
+                    for c in crate::bitmap::chunks(x.offset, x.len) {
+                        st.out_of_sync.set(c);
+                    }
+                }
+                return;
+            }
+        }
+    }
+}
+
+impl WriteHook for Mirror {
+    fn prepare(&self, vol: &Volume, w: &Write<'_>) -> blockdev::Result<()> {
+        if self.state() == CopyState::Failedover {
+            // Split-brain safety: the old primary is fenced while the target is primary.
+            return Err(read_only("source is fenced: the mirror has failed over"));
+        }
+        let al = self
+            .al
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        if let Some(al) = al {
+            al.touch(w.offset, w.len, &|| self.save_bitmaps())
+                .map_err(|e| BlockError::io(e, format!("activity log of {}", vol.name)))?;
+        }
+        Ok(())
+    }
+
+    fn start(&self, _vol: &Volume, w: &Write<'_>) -> Option<Pending> {
+        let st = self.st();
+        let follows = matches!(
+            st.state,
+            CopyState::Synchronized | CopyState::Unsynchronized
+        ) && st.mode == Mode::Synchronous;
+        drop(st);
+        if !follows {
+            return None;
+        }
+        let kind = match w.kind {
+            WriteKind::Data(b) => EntryKind::Data(b.to_vec()),
+            WriteKind::Discard => EntryKind::Discard,
+            WriteKind::Zeroes => EntryKind::Zeroes,
+        };
+        let job = TargetWrite {
+            kind,
+            offset: w.offset,
+            len: w.len,
+            fua: w.fua,
+        };
+        let (tx, rx) = bounded(1);
+        if self.writer.send((job, tx)).is_err() {
+            return Some(Pending::new(|| {
+                Err(BlockError::new(BlockErrorKind::Io, "mirror writer gone"))
+            }));
+        }
+        Some(Pending::new(move || {
+            rx.recv()
+                .unwrap_or_else(|_| Err(BlockError::new(BlockErrorKind::Io, "mirror writer gone")))
+        }))
+    }
+
+    fn finish(
+        &self,
+        vol: &Volume,
+        w: &Write<'_>,
+        source_ok: bool,
+        copy: Option<blockdev::Result<()>>,
+    ) {
+        let (state, mode, journaling) = {
+            let st = self.st();
+            (st.state, st.mode, st.journaling)
+        };
+        if !source_ok {
+            // The target may or may not have it: resync the chunks to be sure.
+            self.mark(w);
+            return;
+        }
+        match (state, mode) {
+            (CopyState::Synchronized | CopyState::Unsynchronized, Mode::Synchronous) => {
+                if let Some(Err(e)) = copy {
+                    tracing::warn!(source = %vol.name, error = %e, "mirror target failed: pair broken");
+                    self.mark(w);
+                    self.st().state = CopyState::Broken;
+                }
+            }
+            (CopyState::Synchronized, Mode::Asynchronous) if journaling => {
+                let j = self
+                    .journal
+                    .read()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .clone();
+                let kind = match w.kind {
+                    WriteKind::Data(b) => EntryKind::Data(b.to_vec()),
+                    WriteKind::Discard => EntryKind::Discard,
+                    WriteKind::Zeroes => EntryKind::Zeroes,
+                };
+                let pushed = j.as_ref().map(|j| j.push(self.id, w.offset, w.len, kind));
+                if !matches!(pushed, Some(Ok(_))) {
+                    // Journal full: fall back to tracking; the service resynchronizes.
+                    tracing::info!(source = %vol.name, "asynchronous journal full: tracking changes");
+                    self.mark(w);
+                    let entries = j.map(|j| j.take(self.id)).unwrap_or_default();
+                    let mut st = self.st();
+                    st.journaling = false;
+                    st.state = CopyState::Unsynchronized;
+                    for e in entries {
+                        for c in crate::bitmap::chunks(e.offset, e.len) {
+                            st.out_of_sync.set(c);
+                        }
+                    }
+                }
+            }
+            _ => self.mark(w),
+        }
+    }
+
+    fn flush(&self) -> blockdev::Result<()> {
+        let st = self.st();
+        let follows = matches!(
+            st.state,
+            CopyState::Synchronized | CopyState::Unsynchronized
+        ) && st.mode == Mode::Synchronous;
+        drop(st);
+        if follows {
+            // SYNCHRONIZE CACHE reaches the target at the same durability.
+            if let Err(e) = self.target().base().flush() {
+                self.st().state = CopyState::Broken;
+                tracing::warn!(error = %e, "mirror target flush failed: pair broken");
+            }
+        }
+        Ok(())
+    }
+}
+
+impl WriteHook for TargetGuard {
+    fn prepare(&self, _vol: &Volume, _w: &Write<'_>) -> blockdev::Result<()> {
+        match self.0.state() {
+            CopyState::Fractured
+            | CopyState::Split
+            | CopyState::Failedover
+            | CopyState::Broken
+            | CopyState::Aborted
+            | CopyState::Inactive
+            | CopyState::Suspended
+            | CopyState::Prepared => Ok(()),
+            _ => Err(read_only(
+                "mirror target is read-only while it follows its source",
+            )),
+        }
+    }
+
+    fn finish(
+        &self,
+        _vol: &Volume,
+        w: &Write<'_>,
+        source_ok: bool,
+        _copy: Option<blockdev::Result<()>>,
+    ) {
+        if source_ok {
+            let mut st = self.0.st();
+            for c in w.chunks() {
+                st.target_dirty.set(c);
+            }
+        }
+    }
+}
+
+#[derive(Debug)]
+struct TargetRestore {
+    target: Arc<Volume>,
+    pending: Mutex<Bitmap>,
+}
+
+impl RestoreSource for TargetRestore {
+    fn pending(&self, c: u64) -> bool {
+        self.pending
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(c)
+    }
+
+    fn read_chunk(&self, c: u64, buf: &mut [u8]) -> blockdev::Result<()> {
+        self.target.base().read_at(buf, c * CHUNK)
+    }
+
+    fn restored(&self, c: u64) {
+        self.pending
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clear(c);
+    }
+
+    fn next_pending(&self, from: u64) -> Option<u64> {
+        self.pending
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .next_set(from)
+    }
+
+    fn remaining(&self) -> u64 {
+        self.pending
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .count()
+    }
+}

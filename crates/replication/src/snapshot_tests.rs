@@ -81,7 +81,7 @@ fn snapshot_survives_reopen() {
         &v,
         store.clone(),
         &dir.path().join("s"),
-        pool.clone(),
+        pool,
         false,
     )
     .unwrap();

@@ -282,8 +282,8 @@ pub enum ReturnCode {
 }
 
 impl From<ReturnCode> for u32 {
-    fn from(r: ReturnCode) -> u32 {
-        r as u32
+    fn from(r: ReturnCode) -> Self {
+        r as Self
     }
 }
 

@@ -1,0 +1,233 @@
+//! Mirrors against memory and fault-injecting devices.
+
+use std::{
+    sync::{Arc, atomic::Ordering},
+    time::Duration,
+};
+
+use blockdev::{BlockDevice, BlockErrorKind, MemDevice};
+use bytes::Bytes;
+
+use crate::{
+    al::ActivityLog,
+    bitmap::{Bitmap, CHUNK},
+    mirror::Mirror,
+    testing::FaultyDevice,
+    types::{CopyState, Mode},
+    volume::Volume,
+};
+
+const CHUNKS: u64 = 32;
+const SIZE: u64 = CHUNKS * CHUNK;
+
+fn pair(mode: Mode) -> (Arc<Volume>, Arc<Volume>, Arc<FaultyDevice>, Arc<Mirror>) {
+    let src = Volume::new("src", Arc::new(MemDevice::new(SIZE)));
+    let faulty = FaultyDevice::new(Arc::new(MemDevice::new(SIZE)));
+    let tgt = Volume::new("tgt", faulty.clone());
+    let m = Mirror::new(
+        1,
+        src.clone(),
+        tgt.clone(),
+        mode,
+        CopyState::Unsynchronized,
+        Bitmap::full(CHUNKS),
+        Bitmap::new(CHUNKS),
+        None,
+    );
+    m.attach();
+    (src, tgt, faulty, m)
+}
+
+fn w(v: &dyn BlockDevice, off: u64, len: usize, b: u8) -> blockdev::Result<()> {
+    v.write_at(&[Bytes::from(vec![b; len])], off, false)
+}
+
+fn all(v: &dyn BlockDevice) -> Vec<u8> {
+    let mut b = vec![0u8; v.size() as usize];
+    v.read_at(&mut b, 0).unwrap();
+    b
+}
+
+#[test]
+fn sync_mirror_initial_copy_then_every_write() {
+    let (src, tgt, _, m) = pair(Mode::Synchronous);
+    w(&*src, 0, SIZE as usize, 1).unwrap();
+    // Writes during the initial copy reach the target too.
+    assert_eq!(m.resync(&|_, _| {}, &|| false).unwrap(), CHUNKS);
+    assert_eq!(m.state(), CopyState::Synchronized);
+    for i in 0..50u64 {
+        w(&*src, (i * 7919) % (SIZE - 4096), 4096, i as u8).unwrap();
+        assert_eq!(all(&**src.base()), all(&**tgt.base()), "after write {i}");
+    }
+    // The target refuses host writes while it follows.
+    let err = w(&*tgt, 0, 512, 9).unwrap_err();
+    assert_eq!(err.kind, BlockErrorKind::ReadOnly);
+}
+
+#[test]
+fn failing_target_breaks_the_pair_and_the_host_keeps_writing() {
+    let (src, tgt, faulty, m) = pair(Mode::Synchronous);
+    m.resync(&|_, _| {}, &|| false).unwrap();
+    faulty.fail_writes.store(true, Ordering::Relaxed);
+    w(&*src, 3 * CHUNK, 100, 5).unwrap();
+    w(&*src, 9 * CHUNK, 100, 6).unwrap();
+    assert_eq!(m.state(), CopyState::Broken);
+    assert_eq!(m.dirty().0, 2, "changed chunks are tracked");
+    faulty.fail_writes.store(false, Ordering::Relaxed);
+    assert_eq!(
+        m.resync(&|_, _| {}, &|| false).unwrap(),
+        2,
+        "resync copies only the dirty chunks"
+    );
+    assert_eq!(all(&**src.base()), all(&**tgt.base()));
+}
+
+#[test]
+fn fracture_resync_and_restore_copy_only_changes() {
+    let (src, tgt, _, m) = pair(Mode::Synchronous);
+    m.resync(&|_, _| {}, &|| false).unwrap();
+    m.stop_following(CopyState::Fractured);
+    w(&*src, 0, 10, 1).unwrap();
+    w(&*src, 5 * CHUNK, 10, 2).unwrap();
+    w(&*tgt, 7 * CHUNK, 10, 3).unwrap(); // a fractured target may be written
+    assert_eq!(m.dirty(), (2, 1));
+    assert_eq!(m.resync(&|_, _| {}, &|| false).unwrap(), 3);
+    assert_eq!(all(&**src.base()), all(&**tgt.base()));
+    // Restore: target changes go back to the source.
+    m.stop_following(CopyState::Split);
+    w(&*tgt, 11 * CHUNK, 10, 4).unwrap();
+    w(&*src, 12 * CHUNK, 10, 5).unwrap();
+    assert_eq!(m.restore_to_source(&|_, _| {}, &|| false).unwrap(), 2);
+    assert_eq!(all(&**src.base()), all(&**tgt.base()));
+    assert_eq!(all(&**src.base())[(11 * CHUNK) as usize], 4);
+    assert_eq!(
+        all(&**src.base())[(12 * CHUNK) as usize],
+        0,
+        "source change undone"
+    );
+}
+
+#[test]
+fn failover_fences_the_source_and_failback_copies_back() {
+    let (src, tgt, _, m) = pair(Mode::Synchronous);
+    m.resync(&|_, _| {}, &|| false).unwrap();
+    m.failover();
+    assert_eq!(
+        w(&*src, 0, 10, 1).unwrap_err().kind,
+        BlockErrorKind::ReadOnly,
+        "old primary fenced"
+    );
+    w(&*tgt, 2 * CHUNK, 10, 7).unwrap();
+    assert_eq!(m.failback(&|_, _| {}).unwrap(), 1);
+    assert_eq!(m.state(), CopyState::Synchronized);
+    assert_eq!(all(&**src.base())[(2 * CHUNK) as usize], 7);
+    w(&*src, 0, 10, 1).unwrap();
+    assert_eq!(all(&**src.base()), all(&**tgt.base()));
+}
+
+#[test]
+fn reverse_roles_swaps_direction() {
+    let (src, tgt, _, m) = pair(Mode::Synchronous);
+    m.resync(&|_, _| {}, &|| false).unwrap();
+    m.reverse();
+    w(&*tgt, CHUNK, 100, 8).unwrap();
+    assert_eq!(
+        all(&**src.base())[CHUNK as usize],
+        8,
+        "the old target now replicates"
+    );
+    assert_eq!(
+        w(&*src, 0, 1, 1).unwrap_err().kind,
+        BlockErrorKind::ReadOnly
+    );
+}
+
+#[test]
+fn async_mirror_is_a_prefix_and_split_drains() {
+    let (src, tgt, faulty, m) = pair(Mode::Asynchronous);
+    m.resync(&|_, _| {}, &|| false).unwrap();
+    assert_eq!(m.state(), CopyState::Synchronized);
+    faulty.latency_us.store(2000, Ordering::Relaxed);
+    // A sequence of writes, each recorded; the target must equal the source as it was after
+    // some prefix of the sequence at every observation.
+    let mut history = vec![all(&**src.base())];
+    for i in 0..30u64 {
+        w(&*src, (i % 8) * CHUNK + i, 64, i as u8 + 1).unwrap();
+        history.push(all(&**src.base()));
+        let t = all(&**tgt.base());
+        assert!(history.contains(&t), "target is a prefix after write {i}");
+    }
+    faulty.latency_us.store(0, Ordering::Relaxed);
+    m.split();
+    assert_eq!(m.state(), CopyState::Split);
+    assert_eq!(
+        all(&**src.base()),
+        all(&**tgt.base()),
+        "split drains the journal"
+    );
+}
+
+#[test]
+fn async_journal_overflow_falls_back_to_tracking() {
+    let src = Volume::new("src", Arc::new(MemDevice::new(SIZE)));
+    let faulty = FaultyDevice::new(Arc::new(MemDevice::new(SIZE)));
+    let tgt = Volume::new("tgt", faulty.clone());
+    let m = Mirror::new(
+        2,
+        src.clone(),
+        tgt.clone(),
+        Mode::Asynchronous,
+        CopyState::Unsynchronized,
+        Bitmap::full(CHUNKS),
+        Bitmap::new(CHUNKS),
+        None,
+    );
+    m.attach();
+    m.resync(&|_, _| {}, &|| false).unwrap();
+    faulty.latency_us.store(50_000, Ordering::Relaxed);
+    // 64 MiB journal: write more than that quickly.
+    for i in 0..80u64 {
+        w(&*src, (i % CHUNKS) * CHUNK, 1 << 20 >> 4, i as u8).unwrap();
+    }
+    let big = Bytes::from(vec![0xabu8; SIZE as usize]);
+    for _ in 0..40 {
+        src.write_at(std::slice::from_ref(&big), 0, false).unwrap();
+    }
+    assert_eq!(m.state(), CopyState::Unsynchronized, "overflow: tracking");
+    faulty.latency_us.store(0, Ordering::Relaxed);
+    m.resync(&|_, _| {}, &|| false).unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    assert_eq!(m.state(), CopyState::Synchronized);
+    assert_eq!(all(&**src.base()), all(&**tgt.base()));
+}
+
+#[test]
+fn activity_log_bounds_crash_recovery() {
+    let dir = tempfile::tempdir().unwrap();
+    let (src, _tgt, _, m) = pair(Mode::Synchronous);
+    m.resync(&|_, _| {}, &|| false).unwrap();
+    let (al, _) = ActivityLog::open(&dir.path().join("al"), 16).unwrap();
+    m.set_activity_log(Some(Arc::new(al)));
+    w(&*src, 3 * CHUNK, 10, 1).unwrap();
+    // "Crash": reopen the log and mark what it covers.
+    let (_, extents) = ActivityLog::open(&dir.path().join("al"), 16).unwrap();
+    assert_eq!(extents, vec![0]);
+    let src2 = Volume::new("src", Arc::new(MemDevice::new(SIZE)));
+    let tgt2 = Volume::new("tgt", Arc::new(MemDevice::new(SIZE)));
+    let m2 = Mirror::new(
+        3,
+        src2,
+        tgt2,
+        Mode::Synchronous,
+        CopyState::Synchronized,
+        Bitmap::new(CHUNKS),
+        Bitmap::new(CHUNKS),
+        None,
+    );
+    m2.recover_extents(&extents);
+    assert_eq!(
+        m2.dirty().0,
+        CHUNKS,
+        "one 4 MiB extent covers this 2 MiB volume"
+    );
+}
