@@ -48,6 +48,9 @@ pub struct Clone {
     copied: RwLock<Bitmap>,
     state: Mutex<State>,
     size: u64,
+    /// Detached: the target is an independent volume; its view no longer looks at the
+    /// origin.
+    detached: std::sync::atomic::AtomicBool,
 }
 
 /// Copied chunks made durable together by the background copy.
@@ -80,6 +83,7 @@ impl Clone {
                 unsynced: 0,
             }),
             size: origin.size(),
+            detached: std::sync::atomic::AtomicBool::new(false),
         }))
     }
 
@@ -285,6 +289,18 @@ impl Clone {
     pub fn forget(&self) {
         self.log.remove();
     }
+
+    /// Detach: the target becomes independent (chunks never copied read as the target
+    /// holds them), and the log is deleted.
+    pub fn detach(&self) {
+        self.detached
+            .store(true, std::sync::atomic::Ordering::Release);
+        self.forget();
+    }
+
+    fn is_detached(&self) -> bool {
+        self.detached.load(std::sync::atomic::Ordering::Acquire)
+    }
 }
 
 impl WriteHook for Clone {
@@ -349,11 +365,12 @@ impl RestoreSource for CloneRestore {
         self.clone.target.read_at(buf, c * CHUNK)
     }
 
-    fn restored(&self, c: u64) {
+    fn restored(&self, c: u64) -> blockdev::Result<()> {
         self.pending
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clear(c);
+        Ok(())
     }
 
     fn next_pending(&self, from: u64) -> Option<u64> {
@@ -393,7 +410,7 @@ impl BlockDevice for CloneView {
             let n = (CHUNK - pos % CHUNK).min((buf.len() - done) as u64) as usize;
             let part = &mut buf[done..done + n];
             match &origin {
-                Some(o) if self.clone.phase() != Phase::Complete => {
+                Some(o) if self.clone.phase() != Phase::Complete && !self.clone.is_detached() => {
                     let _l = o.lock_chunks_shared(c, c);
                     if self.clone.is_copied(c) {
                         self.clone.target.read_at(part, pos)?;
@@ -412,7 +429,7 @@ impl BlockDevice for CloneView {
         let len = blockdev::total_len(bufs);
         blockdev::check_range(self.clone.size, offset, len)?;
         let range = crate::bitmap::chunks(offset, len);
-        if self.clone.phase() != Phase::Complete {
+        if self.clone.phase() != Phase::Complete && !self.clone.is_detached() {
             let origin = self
                 .clone
                 .origin

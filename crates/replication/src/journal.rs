@@ -160,6 +160,17 @@ impl Journal {
         self.cv.notify_all();
     }
 
+    /// The byte ranges of `mirror`'s entries not yet applied (for persistence: they are
+    /// chunks the target may lack).
+    pub fn pending_ranges(&self, mirror: u64) -> Vec<(u64, u64)> {
+        self.st()
+            .entries
+            .iter()
+            .filter(|e| e.mirror == mirror)
+            .map(|e| (e.offset, e.len))
+            .collect()
+    }
+
     /// Remove and return every entry of `mirror` (the pair stops journaling), waiting for an
     /// in-flight entry to finish first.
     pub fn take(&self, mirror: u64) -> Vec<Entry> {

@@ -37,6 +37,18 @@ struct State {
     target_dirty: Bitmap,
     /// Asynchronous writes go to the journal (false while a resync runs).
     journaling: bool,
+    /// A restore runs: writes are forwarded synchronously whatever the mode.
+    restoring: bool,
+}
+
+impl State {
+    /// Whether writes are forwarded to the target before they are acknowledged.
+    fn forwards(&self) -> bool {
+        matches!(
+            self.state,
+            CopyState::Synchronized | CopyState::Unsynchronized
+        ) && (self.mode == Mode::Synchronous || self.restoring)
+    }
 }
 
 /// A write the target writer applies, owned.
@@ -58,16 +70,95 @@ pub struct Mirror {
     source: RwLock<Arc<Volume>>,
     target: RwLock<Arc<Volume>>,
     st: Mutex<State>,
-    journal: RwLock<Option<Arc<Journal>>>,
+    journal: RwLock<Option<Arc<JournalGroup>>>,
+    /// The group journal to join when the pair starts following (consistent groups).
+    group_journal: Mutex<Option<Arc<JournalGroup>>>,
     al: RwLock<Option<Arc<ActivityLog>>>,
     writer: Sender<TargetJob>,
     /// Chunks copied by the most recent copy (initial sync, resync, restore).
     pub last_copy_chunks: AtomicU64,
     stopping: AtomicBool,
+    crashed: AtomicBool,
+    /// Bound of a journal of its own.
+    max_lag: AtomicU64,
     /// Persist bitmaps here (`None`: not persisted).
     bitmap_paths: Option<(std::path::PathBuf, std::path::PathBuf)>,
-    shipper: Mutex<Option<std::thread::JoinHandle<()>>>,
     guard: Mutex<Option<Arc<dyn WriteHook>>>,
+}
+
+/// A journal and the mirrors that share it (one per asynchronous pair, or one per
+/// consistent group), with the single shipper that applies it in order.
+#[derive(Debug)]
+pub struct JournalGroup {
+    /// The journal.
+    pub journal: Arc<Journal>,
+    members: Mutex<std::collections::HashMap<u64, std::sync::Weak<Mirror>>>,
+    shipper: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl JournalGroup {
+    /// A new journal group bounded to `max_bytes`.
+    pub fn new(max_bytes: u64) -> Arc<Self> {
+        Arc::new(Self {
+            journal: Arc::new(Journal::new(max_bytes)),
+            members: Mutex::new(std::collections::HashMap::new()),
+            shipper: Mutex::new(None),
+        })
+    }
+
+    fn join(self: &Arc<Self>, m: &Arc<Mirror>) {
+        self.members
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(m.id, Arc::downgrade(m));
+        let mut sh = self
+            .shipper
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if sh.is_none() {
+            let g = self.clone();
+            *sh = std::thread::Builder::new()
+                .name(format!("journal-{}", m.id))
+                .spawn(move || ship(g))
+                .ok();
+        }
+    }
+
+    /// Remove a member; returns its unapplied entries. The last member stops the shipper.
+    fn leave(&self, id: u64) -> Vec<crate::journal::Entry> {
+        // Entries first: once the member is gone, the shipper drops what is left of it.
+        let entries = self.journal.take(id);
+        let empty = {
+            let mut m = self
+                .members
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            m.remove(&id);
+            m.is_empty()
+        };
+        if empty {
+            self.journal.close();
+            let h = self
+                .shipper
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .take();
+            if let Some(h) = h
+                && h.thread().id() != std::thread::current().id()
+            {
+                let _ = h.join();
+            }
+        }
+        entries
+    }
+
+    fn member(&self, id: u64) -> Option<Arc<Mirror>> {
+        self.members
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&id)
+            .and_then(std::sync::Weak::upgrade)
+    }
 }
 
 /// The hook a mirror puts on its target volume: it refuses host writes while the target is
@@ -99,14 +190,17 @@ impl Mirror {
                 out_of_sync,
                 target_dirty,
                 journaling: false,
+                restoring: false,
             }),
             journal: RwLock::new(None),
+            group_journal: Mutex::new(None),
             al: RwLock::new(None),
             writer: tx,
             last_copy_chunks: AtomicU64::new(0),
             stopping: AtomicBool::new(false),
+            crashed: AtomicBool::new(false),
+            max_lag: AtomicU64::new(ASYNC_MIRROR_MAX_LAG_BYTES),
             bitmap_paths,
-            shipper: Mutex::new(None),
             guard: Mutex::new(None),
         });
         let weak = Arc::downgrade(&m);
@@ -174,9 +268,32 @@ impl Mirror {
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
         {
-            Some(j) => j.lag(),
+            Some(g) => g.journal.lag(),
             None => (0, Duration::ZERO),
         }
+    }
+
+    /// Bound the bytes a journal of its own may hold (default
+    /// [`ASYNC_MIRROR_MAX_LAG_BYTES`]).
+    pub fn set_max_lag(&self, bytes: u64) {
+        self.max_lag.store(bytes, Ordering::Relaxed);
+    }
+
+    /// Share a group journal (consistent asynchronous groups): the pair joins it when it
+    /// starts following.
+    pub fn set_group_journal(&self, g: Arc<JournalGroup>) {
+        *self
+            .group_journal
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(g);
+    }
+
+    fn current_journal(&self) -> Option<Arc<Journal>> {
+        self.journal
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .as_ref()
+            .map(|g| g.journal.clone())
     }
 
     /// Use this activity log (the source's).
@@ -202,7 +319,18 @@ impl Mirror {
         let Some((a, b)) = &self.bitmap_paths else {
             return Ok(());
         };
-        let (oos, td) = self.bitmaps();
+        if self.crashed.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        let (mut oos, td) = self.bitmaps();
+        // Journaled writes not yet applied are chunks the target may lack after a crash.
+        if let Some(j) = self.current_journal() {
+            for (off, len) in j.pending_ranges(self.id) {
+                for c in crate::bitmap::chunks(off, len) {
+                    oos.set(c);
+                }
+            }
+        }
         oos.save(a)?;
         td.save(b)
     }
@@ -235,48 +363,37 @@ impl Mirror {
 
     /// Stop journaling; unapplied entries become dirty chunks.
     fn stop_journal(&self) {
-        let j = self
+        let g = self
             .journal
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .take();
-        if let Some(j) = j {
-            let entries = j.take(self.id);
+        self.st().journaling = false;
+        if let Some(g) = g {
+            let entries = g.leave(self.id);
             let mut st = self.st();
-            st.journaling = false;
             for e in entries {
                 for c in crate::bitmap::chunks(e.offset, e.len) {
                     st.out_of_sync.set(c);
                 }
             }
-            j.close();
-        }
-        if let Some(h) = self
-            .shipper
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .take()
-        {
-            let _ = h.join();
         }
     }
 
-    /// Start journaling into `journal` (a group journal may be shared) with a shipper.
-    fn start_journal(self: &Arc<Self>, journal: Arc<Journal>) {
+    /// Start journaling (into the group journal when the pair has one).
+    fn start_journal(self: &Arc<Self>) {
+        let g = self
+            .group_journal
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+            .unwrap_or_else(|| JournalGroup::new(self.max_lag.load(Ordering::Relaxed)));
         *self
             .journal
             .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(journal.clone());
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(g.clone());
         self.st().journaling = true;
-        let weak = Arc::downgrade(self);
-        let h = std::thread::Builder::new()
-            .name(format!("mirror-{}-shipper", self.id))
-            .spawn(move || ship(weak, journal))
-            .ok();
-        *self
-            .shipper
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = h;
+        g.join(self);
     }
 
     /// Change the mode (Reset To Sync / Reset To Async), with the source quiescent and the
@@ -284,13 +401,13 @@ impl Mirror {
     pub fn set_mode(self: &Arc<Self>, mode: Mode) {
         let source = self.source();
         let _q = source.quiesce();
+        self.set_mode_locked(mode);
+    }
+
+    /// [`Mirror::set_mode`] with the source (or the whole group) already quiescent.
+    pub fn set_mode_locked(self: &Arc<Self>, mode: Mode) {
         if mode == Mode::Synchronous {
-            if let Some(j) = self
-                .journal
-                .read()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .clone()
-            {
+            if let Some(j) = self.current_journal() {
                 j.drain(Duration::from_secs(600));
             }
             self.stop_journal();
@@ -300,7 +417,7 @@ impl Mirror {
         let following = matches!(st.state, CopyState::Synchronized);
         drop(st);
         if mode == Mode::Asynchronous && following {
-            self.start_journal(Arc::new(Journal::new(ASYNC_MIRROR_MAX_LAG_BYTES)));
+            self.start_journal();
         }
     }
 
@@ -314,15 +431,36 @@ impl Mirror {
     pub fn split(self: &Arc<Self>) {
         let source = self.source();
         let _q = source.quiesce();
-        if let Some(j) = self
-            .journal
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()
-        {
-            j.drain(Duration::from_secs(600));
-        }
+        self.split_locked();
+    }
+
+    /// [`Mirror::split`] with the source (or the whole group) already quiescent.
+    pub fn split_locked(&self) {
+        self.drain(Duration::from_secs(600));
         self.stop_following(CopyState::Split);
+    }
+
+    /// Wait until the asynchronous journal is applied (or `timeout`); true when it is.
+    pub fn drain(&self, timeout: Duration) -> bool {
+        match self.current_journal() {
+            Some(j) => j.drain(timeout),
+            None => true,
+        }
+    }
+
+    /// Move to another journal group (`None`: a journal of its own), draining the current
+    /// one first. The source (or the whole group) must be quiescent.
+    pub fn switch_journal(self: &Arc<Self>, g: Option<Arc<JournalGroup>>) {
+        self.drain(Duration::from_secs(600));
+        let was = self.st().journaling;
+        self.stop_journal();
+        *self
+            .group_journal
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = g;
+        if was {
+            self.start_journal();
+        }
     }
 
     /// Throw the tracking away (Prepare): a later activation copies everything.
@@ -366,28 +504,17 @@ impl Mirror {
             let Some(c) = next else {
                 // Converged: switch to following under quiescence, unless writes slipped in.
                 let _q = source.quiesce();
+                if cancel() || self.state() != CopyState::Unsynchronized {
+                    break;
+                }
                 if !self.st().out_of_sync.is_empty() {
                     continue;
                 }
                 let mode = self.mode();
                 self.st().state = CopyState::Synchronized;
                 if mode == Mode::Asynchronous {
-                    let j = self
-                        .journal
-                        .read()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner)
-                        .clone()
-                        .unwrap_or_else(|| Arc::new(Journal::new(ASYNC_MIRROR_MAX_LAG_BYTES)));
-                    if self
-                        .shipper
-                        .lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner)
-                        .is_some()
-                    {
-                        self.st().journaling = true;
-                    } else {
-                        self.start_journal(j);
-                    }
+                    self.stop_journal();
+                    self.start_journal();
                 }
                 break;
             };
@@ -396,6 +523,12 @@ impl Mirror {
             }
             {
                 let _l = source.lock_chunks(c, c);
+                // The target's lock too: a fracture may make the target writable at any
+                // moment, and a host write there must never be overwritten by the copy.
+                let _t = target.lock_chunks(c, c);
+                if cancel() || self.state() != CopyState::Unsynchronized {
+                    break;
+                }
                 if self.st().out_of_sync.get(c) {
                     if let Err(e) = copy_chunk(&**source.base(), &**target.base(), c) {
                         let mut st = self.st();
@@ -420,34 +553,66 @@ impl Mirror {
         progress: &dyn Fn(u64, u64),
         cancel: &dyn Fn() -> bool,
     ) -> blockdev::Result<u64> {
+        let src = self.restore_source();
+        let source = self.source();
+        source.set_restore(Some(src.clone()));
+        self.restore_begin();
+        let r = crate::volume::run_restore(&source, &*src, progress, cancel);
+        source.set_restore(None);
+        let n = r.inspect_err(|_| self.restore_failed())?;
+        if src.remaining() > 0 {
+            return Ok(n);
+        }
+        self.restore_done(n);
+        Ok(n)
+    }
+
+    /// What a restore brings back: the chunks changed on either side (the bitmaps stay set
+    /// until [`Mirror::restore_done`], so a restore interrupted by a crash can resume).
+    pub fn restore_source(&self) -> Arc<dyn RestoreSource> {
         let pending = {
             let st = self.st();
             let mut p = st.out_of_sync.clone();
             p.union(&st.target_dirty);
             p
         };
-        let src: Arc<dyn RestoreSource> = Arc::new(TargetRestore {
+        Arc::new(TargetRestore {
             target: self.target(),
             pending: Mutex::new(pending),
-        });
-        let source = self.source();
-        source.set_restore(Some(src.clone()));
-        // The source is the primary again: writes are allowed (they restore first).
-        self.st().state = CopyState::Unsynchronized;
-        let r = crate::volume::run_restore(&source, &*src, progress, cancel);
-        source.set_restore(None);
-        let n = r?;
+        })
+    }
+
+    /// A restore starts: the source is the primary again (its writes restore first) and
+    /// the target is held read-only.
+    pub fn restore_begin(&self) {
+        self.stop_journal();
+        let mut st = self.st();
+        st.state = CopyState::Unsynchronized;
+        // Every write during the restore (restored chunks and host writes) reaches the
+        // target synchronously, whatever the mode: when it ends both sides are equal.
+        st.restoring = true;
+    }
+
+    /// A restore failed: the pair is broken (a Resync or another Restore repairs it).
+    pub fn restore_failed(&self) {
+        let mut st = self.st();
+        st.restoring = false;
+        st.state = CopyState::Broken;
+    }
+
+    /// A restore of `n` chunks completed: source and target are equal.
+    pub fn restore_done(self: &Arc<Self>, n: u64) {
         let mut st = self.st();
         st.out_of_sync.clear_all();
         st.target_dirty.clear_all();
         st.state = CopyState::Synchronized;
+        st.restoring = false;
         let mode = st.mode;
         drop(st);
         if mode == Mode::Asynchronous {
-            self.start_journal(Arc::new(Journal::new(ASYNC_MIRROR_MAX_LAG_BYTES)));
+            self.start_journal();
         }
         self.last_copy_chunks.store(n, Ordering::Relaxed);
-        Ok(n)
     }
 
     /// Failback: hold the target's writes, copy back what changed while failed over, and
@@ -478,8 +643,16 @@ impl Mirror {
         self.set_activity_log(None);
         self.attach();
         if self.state() == CopyState::Synchronized && self.mode() == Mode::Asynchronous {
-            self.start_journal(Arc::new(Journal::new(ASYNC_MIRROR_MAX_LAG_BYTES)));
+            self.start_journal();
         }
+    }
+
+    /// For tests: stop the background work and never persist again (a simulated crash:
+    /// unapplied journal entries are lost with the process).
+    pub fn crash(self: &Arc<Self>) {
+        self.stopping.store(true, Ordering::Relaxed);
+        self.crashed.store(true, Ordering::Relaxed);
+        self.stop_journal();
     }
 
     /// Stop the background work for good.
@@ -489,10 +662,8 @@ impl Mirror {
     }
 
     /// Begin journaling now (a reopened asynchronous pair that is Synchronized).
-    pub fn resume_journal(self: &Arc<Self>, journal: Option<Arc<Journal>>) {
-        self.start_journal(
-            journal.unwrap_or_else(|| Arc::new(Journal::new(ASYNC_MIRROR_MAX_LAG_BYTES))),
-        );
+    pub fn resume_journal(self: &Arc<Self>) {
+        self.start_journal();
     }
 
     fn mark(&self, w: &Write<'_>) {
@@ -535,21 +706,33 @@ fn target_writer(mirror: std::sync::Weak<Mirror>, rx: Receiver<TargetJob>) {
     }
 }
 
-/// Applies journal entries in order.
-fn ship(mirror: std::sync::Weak<Mirror>, journal: Arc<Journal>) {
+/// Applies a journal's entries in order, each to its mirror's target.
+fn ship(g: Arc<JournalGroup>) {
+    let journal = g.journal.clone();
     loop {
         let Some(e) = journal.next(Duration::from_millis(200)) else {
-            if journal.closed() || mirror.upgrade().is_none() {
+            if journal.closed() {
                 return;
             }
             continue;
         };
-        let Some(m) = mirror.upgrade() else { return };
+        let Some(m) = g.member(e.mirror) else {
+            // The pair left the journal: its entries were taken; drop a straggler.
+            journal.applied();
+            continue;
+        };
         match m.apply_entry(&e) {
             Ok(()) => journal.applied(),
             Err(err) => {
                 tracing::warn!(mirror = m.id, error = %err, "asynchronous target failed: pair broken");
                 journal.retry_later();
+                g.members
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .remove(&m.id);
+                *m.journal
+                    .write()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
                 let entries = journal.take(m.id);
                 let mut st = m.st();
                 st.state = CopyState::Broken;
@@ -559,7 +742,6 @@ fn ship(mirror: std::sync::Weak<Mirror>, journal: Arc<Journal>) {
                         st.out_of_sync.set(c);
                     }
                 }
-                return;
             }
         }
     }
@@ -584,13 +766,7 @@ impl WriteHook for Mirror {
     }
 
     fn start(&self, _vol: &Volume, w: &Write<'_>) -> Option<Pending> {
-        let st = self.st();
-        let follows = matches!(
-            st.state,
-            CopyState::Synchronized | CopyState::Unsynchronized
-        ) && st.mode == Mode::Synchronous;
-        drop(st);
-        if !follows {
+        if !self.st().forwards() {
             return None;
         }
         let kind = match w.kind {
@@ -623,9 +799,9 @@ impl WriteHook for Mirror {
         source_ok: bool,
         copy: Option<blockdev::Result<()>>,
     ) {
-        let (state, mode, journaling) = {
+        let (state, mode, journaling, forwards) = {
             let st = self.st();
-            (st.state, st.mode, st.journaling)
+            (st.state, st.mode, st.journaling, st.forwards())
         };
         if !source_ok {
             // The target may or may not have it: resync the chunks to be sure.
@@ -633,7 +809,7 @@ impl WriteHook for Mirror {
             return;
         }
         match (state, mode) {
-            (CopyState::Synchronized | CopyState::Unsynchronized, Mode::Synchronous) => {
+            _ if forwards => {
                 if let Some(Err(e)) = copy {
                     tracing::warn!(source = %vol.name, error = %e, "mirror target failed: pair broken");
                     self.mark(w);
@@ -641,11 +817,7 @@ impl WriteHook for Mirror {
                 }
             }
             (CopyState::Synchronized, Mode::Asynchronous) if journaling => {
-                let j = self
-                    .journal
-                    .read()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .clone();
+                let j = self.current_journal();
                 let kind = match w.kind {
                     WriteKind::Data(b) => EntryKind::Data(b.to_vec()),
                     WriteKind::Discard => EntryKind::Discard,
@@ -655,16 +827,9 @@ impl WriteHook for Mirror {
                 if !matches!(pushed, Some(Ok(_))) {
                     // Journal full: fall back to tracking; the service resynchronizes.
                     tracing::info!(source = %vol.name, "asynchronous journal full: tracking changes");
+                    self.stop_journal();
                     self.mark(w);
-                    let entries = j.map(|j| j.take(self.id)).unwrap_or_default();
-                    let mut st = self.st();
-                    st.journaling = false;
-                    st.state = CopyState::Unsynchronized;
-                    for e in entries {
-                        for c in crate::bitmap::chunks(e.offset, e.len) {
-                            st.out_of_sync.set(c);
-                        }
-                    }
+                    self.st().state = CopyState::Unsynchronized;
                 }
             }
             _ => self.mark(w),
@@ -672,12 +837,7 @@ impl WriteHook for Mirror {
     }
 
     fn flush(&self) -> blockdev::Result<()> {
-        let st = self.st();
-        let follows = matches!(
-            st.state,
-            CopyState::Synchronized | CopyState::Unsynchronized
-        ) && st.mode == Mode::Synchronous;
-        drop(st);
+        let follows = self.st().forwards();
         if follows {
             // SYNCHRONIZE CACHE reaches the target at the same durability.
             if let Err(e) = self.target().base().flush() {
@@ -740,11 +900,12 @@ impl RestoreSource for TargetRestore {
         self.target.base().read_at(buf, c * CHUNK)
     }
 
-    fn restored(&self, c: u64) {
+    fn restored(&self, c: u64) -> blockdev::Result<()> {
         self.pending
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clear(c);
+        Ok(())
     }
 
     fn next_pending(&self, from: u64) -> Option<u64> {

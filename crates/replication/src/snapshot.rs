@@ -43,8 +43,8 @@ pub struct Snapshot {
     pool: Arc<Pool>,
     state: Mutex<State>,
     size: u64,
-    /// Whether hosts may write to the snapshot.
-    pub writable: bool,
+    /// Whether hosts may write to the snapshot (it is exported read-write).
+    writable: std::sync::atomic::AtomicBool,
 }
 
 impl Snapshot {
@@ -67,7 +67,7 @@ impl Snapshot {
             pool,
             state: Mutex::new(State::default()),
             size: origin.size(),
-            writable,
+            writable: std::sync::atomic::AtomicBool::new(writable),
         }))
     }
 
@@ -105,6 +105,13 @@ impl Snapshot {
     /// Whether the snapshot is deactivated.
     pub fn inactive(&self) -> bool {
         self.st().inactive
+    }
+
+    /// Allow or refuse host writes (a snapshot exported read-write is writable; a written
+    /// snapshot reports Skewed).
+    pub fn set_writable(&self, writable: bool) {
+        self.writable
+            .store(writable, std::sync::atomic::Ordering::Release);
     }
 
     /// Mark the snapshot broken (e.g. after a restart found its store unusable).
@@ -261,11 +268,12 @@ impl RestoreSource for SnapshotRestore {
         self.snap.store.read_at(buf, c * CHUNK)
     }
 
-    fn restored(&self, c: u64) {
+    fn restored(&self, c: u64) -> blockdev::Result<()> {
         self.pending
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clear(c);
+        Ok(())
     }
 
     fn next_pending(&self, from: u64) -> Option<u64> {
@@ -328,7 +336,11 @@ impl BlockDevice for SnapshotView {
     }
 
     fn write_at(&self, bufs: &[Bytes], offset: u64, fua: bool) -> blockdev::Result<()> {
-        if !self.snap.writable {
+        if !self
+            .snap
+            .writable
+            .load(std::sync::atomic::Ordering::Acquire)
+        {
             return Err(read_only("snapshot is read-only"));
         }
         let len = blockdev::total_len(bufs);

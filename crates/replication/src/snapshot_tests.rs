@@ -77,14 +77,7 @@ fn snapshot_survives_reopen() {
     let v = volume();
     fill(&v, 0, SIZE as usize, 1);
     let store: Arc<dyn BlockDevice> = Arc::new(MemDevice::new(SIZE));
-    let s = Snapshot::open(
-        &v,
-        store.clone(),
-        &dir.path().join("s"),
-        pool,
-        false,
-    )
-    .unwrap();
+    let s = Snapshot::open(&v, store.clone(), &dir.path().join("s"), pool, false).unwrap();
     v.add_hook(s.clone());
     fill(&v, 3 * CHUNK, 5, 2);
     let h: Arc<dyn WriteHook> = s.clone();

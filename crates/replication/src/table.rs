@@ -118,6 +118,8 @@ pub(super) static TABLE: &[Transition] = &[
     t!(Suspend, Mirror, [Unsynchronized, Synchronized], [], Suspending, State(Suspended)),
     t!(Prepare, Mirror, [Synchronized, Fractured, Split, Inactive, Aborted, Broken], [], Preparing, State(Prepared)),
     t!(Unprepare, Mirror, [Synchronized, Fractured, Split, Inactive, Aborted, Broken], [], Preparing, State(Prepared)),
+    t!(AddSyncPair, Mirror, [Synchronized], [], Completed, Unchanged),
+    t!(RemoveSyncPair, Mirror, [Initialized, Unsynchronized, Synchronized, Fractured, Split, Inactive, Suspended, Failedover, Prepared, Broken, Aborted], [], Completed, Unchanged),
     // ---- Snapshot ----
     t!(Activate, Snapshot, [Inactive, Prepared], [], Completed, State(Synchronized)),
     t!(ActivateConsistency, Snapshot, [Synchronized, Inactive, Skewed, Broken], [], Completed, Unchanged),
@@ -126,6 +128,8 @@ pub(super) static TABLE: &[Transition] = &[
     t!(ResyncReplica, Snapshot, [Synchronized, Inactive, Skewed, Broken], [], Completed, State(Synchronized)),
     t!(RestoreFromReplica, Snapshot, [Synchronized, Skewed], [], Restoring, CopySync),
     t!(ReturnToResourcePool, Snapshot, [Synchronized, Inactive, Skewed, Broken, Prepared], [], Terminating, DeletedWithTarget),
+    t!(AddSyncPair, Snapshot, [Synchronized, Inactive, Skewed, Broken], [], Completed, Unchanged),
+    t!(RemoveSyncPair, Snapshot, [Synchronized, Inactive, Skewed, Broken], [], Completed, Unchanged),
     // ---- Clone ----
     t!(Abort, Clone, [Unsynchronized, Initialized, Prepared, Suspended], [], Aborting, State(Aborted)),
     t!(ActivateConsistency, Clone, [Unsynchronized, Synchronized, Suspended, Inactive, Fractured, Broken, Aborted], [], Completed, Unchanged),
@@ -139,6 +143,8 @@ pub(super) static TABLE: &[Transition] = &[
     t!(RestoreFromReplica, Clone, [Synchronized, Fractured, Skewed], [], Restoring, CopySync),
     t!(Resume, Clone, [Suspended], [], Synchronizing, CopySync),
     t!(Suspend, Clone, [Unsynchronized], [], Suspending, State(Suspended)),
+    t!(AddSyncPair, Clone, [Unsynchronized, Synchronized, Suspended, Inactive, Fractured, Broken, Aborted, Skewed], [], Completed, Unchanged),
+    t!(RemoveSyncPair, Clone, [Unsynchronized, Synchronized, Suspended, Inactive, Fractured, Broken, Aborted, Skewed], [], Completed, Unchanged),
 ];
 }
 
@@ -295,6 +301,7 @@ mod tests {
                 (Operation::DeactivateConsistency, false),
                 (Operation::Detach, true),
                 (Operation::Failback, false),
+                (Operation::RemoveSyncPair, false),
             ]
         );
         assert_eq!(

@@ -123,11 +123,16 @@ pub trait RestoreSource: Send + Sync + std::fmt::Debug {
     /// Read the restore data of chunk `c` (a whole chunk, clipped at the device end).
     fn read_chunk(&self, c: u64, buf: &mut [u8]) -> blockdev::Result<()>;
     /// Chunk `c` has been written back to the volume.
-    fn restored(&self, c: u64);
+    fn restored(&self, c: u64) -> blockdev::Result<()>;
     /// The first pending chunk at or after `from`.
     fn next_pending(&self, from: u64) -> Option<u64>;
     /// Number of chunks still pending.
     fn remaining(&self) -> u64;
+    /// A host write to chunk `c` (already restored) is about to be issued: whatever records
+    /// the restore of `c` must be durable first.
+    fn settle(&self, _c: u64) -> blockdev::Result<()> {
+        Ok(())
+    }
 }
 
 /// Bring every pending chunk back (the background part of a restore), reporting progress
@@ -164,6 +169,18 @@ pub struct Volume {
     locks: ChunkLocks,
     hooks: RwLock<Vec<Arc<dyn WriteHook>>>,
     restore: RwLock<Option<Arc<dyn RestoreSource>>>,
+    /// Microseconds since `EPOCH` of the last host write (0: none yet).
+    last_write: std::sync::atomic::AtomicU64,
+}
+
+/// Reference point for write timestamps.
+static EPOCH: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+
+fn micros_now() -> u64 {
+    EPOCH
+        .get_or_init(std::time::Instant::now)
+        .elapsed()
+        .as_micros() as u64
 }
 
 impl Volume {
@@ -176,6 +193,7 @@ impl Volume {
             locks: ChunkLocks::default(),
             hooks: RwLock::new(Vec::new()),
             restore: RwLock::new(None),
+            last_write: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -240,8 +258,7 @@ impl Volume {
         src.read_chunk(c, &mut buf)?;
         // The write goes through the other hooks (copy-on-write for other snapshots).
         self.write_internal(&[buf.freeze()], off, false, true)?;
-        src.restored(c);
-        Ok(())
+        src.restored(c)
     }
 
     fn restore_source(&self) -> Option<Arc<dyn RestoreSource>> {
@@ -293,8 +310,16 @@ impl Volume {
         })
     }
 
+    /// Whether hosts wrote within `within` (background copies yield to them).
+    pub fn busy(&self, within: std::time::Duration) -> bool {
+        let last = self.last_write.load(std::sync::atomic::Ordering::Relaxed);
+        last != 0 && micros_now().saturating_sub(last) < within.as_micros() as u64
+    }
+
     fn host_write(&self, w: Write<'_>) -> blockdev::Result<()> {
         blockdev::check_range(self.base.size(), w.offset, w.len)?;
+        self.last_write
+            .store(micros_now().max(1), std::sync::atomic::Ordering::Relaxed);
         let _gate = self
             .gate
             .read()
@@ -302,6 +327,7 @@ impl Volume {
         if let Some(src) = self.restore_source() {
             for c in w.chunks() {
                 self.restore_chunk(&*src, c)?;
+                src.settle(c)?;
             }
         }
         self.write_op(&w)

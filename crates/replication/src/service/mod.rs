@@ -1,0 +1,847 @@
+//! The replication service: volumes, replication groups, relationships and jobs, their
+//! persistence (`state.json`, bitmaps, logs) and their recovery after a restart or a crash.
+//! The admin socket drives it through [`ReplicationService::create_group_replica`] and
+//! [`ReplicationService::modify_replica_synchronization`].
+//!
+//! Durability (what is made durable when):
+//! - the catalog (volumes, groups, relationships, CopyStates) is written atomically
+//!   (temporary file, fsync, rename) on every change;
+//! - a snapshot's saved chunk and its log record are durable before the origin write that
+//!   triggered the copy is issued; a clone's copied chunks likewise;
+//! - a mirror's dirty bitmaps are saved every two seconds, at state changes, before an
+//!   activity-log extent is evicted, and at shutdown; every written extent is in the
+//!   source's activity log, durably, before the write is issued; so after a crash the chunks
+//!   that may differ are the saved bitmaps plus the logged extents, and only those are
+//!   resynchronized.
+
+pub mod catalog;
+mod create;
+pub mod jobs;
+mod modify;
+mod restore;
+pub mod settings;
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    path::{Path, PathBuf},
+    sync::{
+        Arc, Mutex, MutexGuard,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
+use blockdev::{BlockDevice, FileDevice};
+
+pub use self::{
+    catalog::{
+        AspectRec, Catalog, Exposure, GroupRec, GroupSyncRec, SyncRec, VolumeKind, VolumeRec,
+    },
+    create::{CreateGroupReplica, CreateOutcome},
+    jobs::{JobInfo, Jobs},
+    modify::{ModifyOutcome, ModifyReplicaSynchronization},
+    settings::ReplicationSettings,
+};
+use crate::{
+    al::{AL_CAPACITY, ActivityLog},
+    bitmap::Bitmap,
+    clone::{Clone, Phase},
+    journal::ASYNC_MIRROR_MAX_LAG_BYTES,
+    mirror::{JournalGroup, Mirror},
+    pool::Pool,
+    snapshot::Snapshot,
+    types::{CopyState, Mode, ProgressStatus, ReturnCode, SyncType},
+    volume::Volume,
+};
+
+/// A pool of the configuration.
+#[derive(Clone, Debug)]
+pub struct PoolConfig {
+    /// Name (`pool:<name>`).
+    pub name: String,
+    /// Directory.
+    pub dir: PathBuf,
+    /// Bytes copy-on-write stores may use (0: unlimited).
+    pub limit: u64,
+}
+
+/// Settings of the service.
+#[derive(Clone, Debug)]
+pub struct ServiceConfig {
+    /// Where `replication/` (catalog, bitmaps, activity logs) lives.
+    pub data_dir: PathBuf,
+    /// Pools; the first is the default.
+    pub pools: Vec<PoolConfig>,
+    /// How long a method waits for its work before answering 4096 (Job Started).
+    pub quick_wait: Duration,
+    /// Bytes an asynchronous mirror (or consistent group) may lag before it falls back to
+    /// change tracking and resynchronizes (0: [`ASYNC_MIRROR_MAX_LAG_BYTES`]).
+    pub async_max_lag: u64,
+}
+
+impl ServiceConfig {
+    /// Defaults under `data_dir`: one pool `default` in `<data_dir>/pool`.
+    pub fn new(data_dir: &Path) -> Self {
+        Self {
+            data_dir: data_dir.to_owned(),
+            pools: vec![PoolConfig {
+                name: "default".into(),
+                dir: data_dir.join("pool"),
+                limit: 0,
+            }],
+            quick_wait: Duration::from_secs(2),
+            async_max_lag: 0,
+        }
+    }
+}
+
+/// A method's failure: a return code, a message and the parameter at fault.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MethodError {
+    /// The return value (never 0 or 4096).
+    pub code: ReturnCode,
+    /// What went wrong.
+    pub message: String,
+    /// The parameter it concerns.
+    pub parameter: Option<String>,
+}
+
+impl MethodError {
+    fn new(code: ReturnCode, parameter: Option<&str>, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+            parameter: parameter.map(str::to_owned),
+        }
+    }
+
+    /// 5 Invalid Parameter.
+    pub fn invalid(parameter: &str, message: impl Into<String>) -> Self {
+        Self::new(ReturnCode::InvalidParameter, Some(parameter), message)
+    }
+
+    /// 1 Not Supported.
+    pub fn not_supported(parameter: &str, message: impl Into<String>) -> Self {
+        Self::new(ReturnCode::NotSupported, Some(parameter), message)
+    }
+
+    /// 6 In Use.
+    pub fn in_use(parameter: &str, message: impl Into<String>) -> Self {
+        Self::new(ReturnCode::InUse, Some(parameter), message)
+    }
+
+    /// 4 Failed.
+    pub fn failed(message: impl Into<String>) -> Self {
+        Self::new(ReturnCode::Failed, None, message)
+    }
+
+    /// 3 Timeout.
+    pub fn timeout(message: impl Into<String>) -> Self {
+        Self::new(ReturnCode::Timeout, None, message)
+    }
+}
+
+/// Runtime objects of the relationships.
+#[derive(Debug, Default)]
+pub(crate) struct Runtime {
+    pub(crate) volumes: HashMap<String, Arc<Volume>>,
+    pub(crate) snapshots: HashMap<u64, Arc<Snapshot>>,
+    pub(crate) clones: HashMap<u64, Arc<Clone>>,
+    pub(crate) mirrors: HashMap<u64, Arc<Mirror>>,
+    pub(crate) als: HashMap<String, Arc<ActivityLog>>,
+    /// Bumped to cancel a relationship's running copy.
+    pub(crate) gens: HashMap<u64, u64>,
+    /// Journals shared by consistent asynchronous group mirrors.
+    pub(crate) journals: HashMap<u64, Arc<JournalGroup>>,
+    /// Pairs being restored, with the job doing it.
+    pub(crate) restoring: HashMap<u64, u64>,
+    /// The restore sources installed on source volumes.
+    pub(crate) restore_sources: HashMap<u64, Arc<restore::DurableRestore>>,
+}
+
+/// A volume to export, as the server needs it.
+#[derive(Debug)]
+pub struct ExposedVolume {
+    /// Volume name.
+    pub name: String,
+    /// The device to serve.
+    pub device: Arc<dyn BlockDevice>,
+    /// Where.
+    pub exposure: Exposure,
+    /// Stable identity.
+    pub uid: u64,
+    /// Block size.
+    pub block_size: u32,
+}
+
+/// The replication service.
+#[derive(Debug)]
+pub struct ReplicationService {
+    cfg: ServiceConfig,
+    dir: PathBuf,
+    cat: Mutex<Catalog>,
+    rt: Mutex<Runtime>,
+    pools: BTreeMap<String, Arc<Pool>>,
+    /// Jobs.
+    pub jobs: Jobs,
+    stopping: AtomicBool,
+    /// Serializes the methods that change relationships (taken before the catalog).
+    ops: Mutex<()>,
+    /// A simulated crash happened: nothing more is written.
+    crashed: AtomicBool,
+}
+
+/// Volume names: letters, digits, `.`, `_` and `-`, 1 to 64 characters.
+pub fn valid_name(n: &str) -> bool {
+    !n.is_empty()
+        && n.len() <= 64
+        && n.bytes()
+            .all(|c| c.is_ascii_alphanumeric() || b"._-".contains(&c))
+}
+
+impl ReplicationService {
+    /// Load the catalog and create the pools.
+    pub fn open(cfg: ServiceConfig) -> std::io::Result<Arc<Self>> {
+        let dir = cfg.data_dir.join("replication");
+        std::fs::create_dir_all(&dir)?;
+        let cat = Catalog::load(&dir.join("state.json"))?;
+        let mut pools = BTreeMap::new();
+        for p in &cfg.pools {
+            pools.insert(
+                p.name.clone(),
+                Arc::new(Pool::new(&p.name, &p.dir, p.limit)?),
+            );
+        }
+        Ok(Arc::new(Self {
+            cfg,
+            dir,
+            cat: Mutex::new(cat),
+            rt: Mutex::new(Runtime::default()),
+            pools,
+            jobs: Jobs::default(),
+            stopping: AtomicBool::new(false),
+            ops: Mutex::new(()),
+            crashed: AtomicBool::new(false),
+        }))
+    }
+
+    pub(crate) fn cat(&self) -> MutexGuard<'_, Catalog> {
+        self.cat
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    pub(crate) fn ops(&self) -> MutexGuard<'_, ()> {
+        self.ops
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    pub(crate) fn rt(&self) -> MutexGuard<'_, Runtime> {
+        self.rt
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Save the catalog (after refreshing live states).
+    pub(crate) fn save(&self, cat: &mut Catalog) {
+        if self.crashed.load(Ordering::Relaxed) {
+            return;
+        }
+        self.refresh(cat);
+        if let Err(e) = cat.save(&self.dir.join("state.json")) {
+            tracing::error!(error = %e, "saving the replication catalog failed");
+        }
+    }
+
+    pub(crate) fn pool(&self, name: Option<&str>) -> Option<Arc<Pool>> {
+        match name {
+            Some(n) => self.pools.get(n).cloned(),
+            None => self
+                .cfg
+                .pools
+                .first()
+                .and_then(|p| self.pools.get(&p.name))
+                .cloned(),
+        }
+    }
+
+    /// Pools with their limits and use.
+    pub fn pools(&self) -> Vec<Arc<Pool>> {
+        self.pools.values().cloned().collect()
+    }
+
+    pub(crate) fn quick_wait(&self) -> Duration {
+        self.cfg.quick_wait
+    }
+
+    /// The asynchronous lag bound.
+    pub(crate) fn max_lag(&self) -> u64 {
+        if self.cfg.async_max_lag == 0 {
+            ASYNC_MIRROR_MAX_LAG_BYTES
+        } else {
+            self.cfg.async_max_lag
+        }
+    }
+
+    /// A new journal group with the configured bound.
+    pub(crate) fn new_journal(&self) -> Arc<JournalGroup> {
+        JournalGroup::new(self.max_lag())
+    }
+
+    pub(crate) fn path(&self, file: &str) -> PathBuf {
+        self.dir.join(file)
+    }
+
+    /// Register a volume of the configuration file (its LUN's image) and get the volume
+    /// that serves it.
+    pub fn register_configured(
+        &self,
+        name: &str,
+        dev: Arc<dyn BlockDevice>,
+        path: &Path,
+        block_size: u32,
+        uid: u64,
+    ) -> Arc<Volume> {
+        let vol = Volume::new(name, dev.clone());
+        let mut cat = self.cat();
+        let rec = cat
+            .volumes
+            .entry(name.to_owned())
+            .or_insert_with(|| VolumeRec {
+                name: name.to_owned(),
+                path: path.display().to_string(),
+                size: dev.size(),
+                block_size,
+                pool: None,
+                kind: VolumeKind::Configured,
+                exposures: Vec::new(),
+                uid,
+            });
+        rec.size = dev.size();
+        rec.path = path.display().to_string();
+        self.rt().volumes.insert(name.to_owned(), vol.clone());
+        vol
+    }
+
+    /// Open every volume and relationship of the catalog, recover from an unclean stop, and
+    /// resume interrupted copies.
+    pub fn start(self: &Arc<Self>) -> std::io::Result<()> {
+        let mut cat = self.cat();
+        let unclean = !cat.clean;
+        if unclean {
+            tracing::warn!("the last run did not stop cleanly: recovering replication state");
+        }
+        // Volumes that are not configured LUNs: created volumes and replicas with files.
+        let mut missing = Vec::new();
+        for rec in cat.volumes.values() {
+            if self.rt().volumes.contains_key(&rec.name) {
+                continue;
+            }
+            if rec.kind == VolumeKind::Configured {
+                missing.push(rec.name.clone());
+                continue;
+            }
+            let opened_with_relationship = matches!(rec.kind, VolumeKind::Replica { sync }
+                if cat.syncs.get(&sync).is_some_and(|s| s.sync_type != SyncType::Mirror));
+            if opened_with_relationship {
+                continue;
+            }
+            match FileDevice::open(Path::new(&rec.path), Some(rec.size), false) {
+                Ok(d) => {
+                    let dev: Arc<dyn BlockDevice> = Arc::new(d);
+                    self.rt()
+                        .volumes
+                        .insert(rec.name.clone(), Volume::new(&rec.name, dev));
+                }
+                Err(e) => tracing::error!(volume = %rec.name, error = %e, "volume image unusable"),
+            }
+        }
+        for name in missing {
+            tracing::warn!(volume = %name, "a configured volume is no longer in the configuration; forgetting it");
+            cat.volumes.remove(&name);
+        }
+        let syncs: Vec<SyncRec> = cat.syncs.values().cloned().collect();
+        let mut resume = Vec::new();
+        let mut restores = Vec::new();
+        for s in syncs {
+            match self.reopen(&mut cat, &s, unclean) {
+                Ok(_) if s.restoring => restores.push(s.id),
+                Ok(true) => resume.push(s.id),
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::error!(sync = s.id, error = %e, "relationship unusable: broken");
+                    if let Some(r) = cat.syncs.get_mut(&s.id) {
+                        r.state = CopyState::Broken;
+                    }
+                }
+            }
+        }
+        // Interrupted restores are installed again before any host I/O, then resume.
+        let mut restore_gens = Vec::new();
+        for id in restores {
+            match self.begin_restore(&mut cat, id, true) {
+                Ok(()) => restore_gens.push((id, self.bump(id))),
+                Err(e) => {
+                    tracing::error!(sync = id, error = %e.message, "cannot resume the restore: broken");
+                    if let Some(r) = cat.syncs.get_mut(&id) {
+                        r.state = CopyState::Broken;
+                    }
+                }
+            }
+        }
+        let restore_job = (!restore_gens.is_empty()).then(|| cat.alloc_id());
+        cat.clean = false;
+        self.save(&mut cat);
+        drop(cat);
+        for id in resume {
+            self.resume_copy(id);
+        }
+        if let Some(job) = restore_job {
+            let refs = restore_gens
+                .iter()
+                .map(|(id, _)| format!("sync:{id}"))
+                .collect();
+            self.spawn_job(
+                job,
+                "restore resumed after restart",
+                "Recovery",
+                restore_gens,
+                refs,
+                modify::Work::Restore,
+            );
+        }
+        let me = Arc::downgrade(self);
+        std::thread::Builder::new()
+            .name("replication-flusher".into())
+            .spawn(move || {
+                while let Some(s) = me.upgrade() {
+                    if s.stopping.load(Ordering::Relaxed) {
+                        return;
+                    }
+                    s.flush_state();
+                    s.auto_resync();
+                    drop(s);
+                    std::thread::sleep(Duration::from_secs(2));
+                }
+            })?;
+        Ok(())
+    }
+
+    /// Rebuild one relationship's runtime objects. Returns whether a copy must resume.
+    fn reopen(
+        self: &Arc<Self>,
+        cat: &mut Catalog,
+        s: &SyncRec,
+        unclean: bool,
+    ) -> std::io::Result<bool> {
+        let source = self.rt().volumes.get(&s.source).cloned().ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                format!("source volume {} is gone", s.source),
+            )
+        })?;
+        let trec = cat.volumes.get(&s.target).cloned().ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                format!("target volume {} is gone", s.target),
+            )
+        })?;
+        match s.sync_type {
+            SyncType::Snapshot => {
+                let pool = self
+                    .pool(trec.pool.as_deref())
+                    .ok_or_else(|| std::io::Error::other("pool is gone"))?;
+                let store = FileDevice::open(Path::new(&trec.path), Some(trec.size), false)
+                    .map_err(std::io::Error::other)?;
+                let writable = trec.exposures.iter().any(|e| !e.read_only);
+                let snap = Snapshot::open(
+                    &source,
+                    Arc::new(store),
+                    &PathBuf::from(format!("{}.log", trec.path)),
+                    pool,
+                    writable,
+                )?;
+                if s.state == CopyState::Broken {
+                    snap.set_broken(crate::snapshot::Broken::Io(
+                        "broken before the restart".into(),
+                    ));
+                }
+                source.add_hook(snap.clone());
+                let vol = Volume::new(&trec.name, snap.view());
+                let mut rt = self.rt();
+                rt.volumes.insert(trec.name, vol);
+                rt.snapshots.insert(s.id, snap);
+                Ok(false)
+            }
+            SyncType::Clone => {
+                // A configured (or created) volume is already open: clone into its device.
+                let open = self.rt().volumes.get(&trec.name).map(|v| v.base().clone());
+                let target: Arc<dyn BlockDevice> = match open {
+                    Some(d) => d,
+                    None => Arc::new(
+                        FileDevice::open(Path::new(&trec.path), Some(trec.size), false)
+                            .map_err(std::io::Error::other)?,
+                    ),
+                };
+                let copying = !s.restoring
+                    && matches!(s.state, CopyState::Unsynchronized | CopyState::Initialized);
+                let complete = !copying
+                    && !matches!(
+                        s.state,
+                        CopyState::Aborted | CopyState::Suspended | CopyState::Inactive
+                    );
+                let clone = Clone::open(
+                    &source,
+                    target,
+                    &PathBuf::from(format!("{}.log", trec.path)),
+                    complete,
+                )?;
+                if unclean && complete {
+                    // Origin changes since the point in time are unknown: resync copies all.
+                    clone.mark_origin_dirty(&Bitmap::full(source.chunk_count()));
+                }
+                if s.state == CopyState::Aborted {
+                    clone.abort();
+                }
+                source.add_hook(clone.clone());
+                let vol = Volume::new(&trec.name, clone.view());
+                let mut rt = self.rt();
+                rt.volumes.insert(trec.name, vol);
+                rt.clones.insert(s.id, clone);
+                Ok(copying)
+            }
+            SyncType::Mirror => {
+                let target = self
+                    .rt()
+                    .volumes
+                    .get(&trec.name)
+                    .cloned()
+                    .ok_or_else(|| std::io::Error::other("target volume not open"))?;
+                let n = source.chunk_count();
+                let (p_oos, p_td) = self.bitmap_paths(s.id);
+                let mut oos = Bitmap::load(&p_oos)?.unwrap_or_else(|| Bitmap::new(n));
+                let td = Bitmap::load(&p_td)?.unwrap_or_else(|| Bitmap::new(n));
+                let al = self.activity_log(&source.name)?;
+                if unclean {
+                    let mut b = Bitmap::new(n);
+                    for e in al.extents() {
+                        for c in crate::al::extent_chunks(e) {
+                            b.set(c);
+                        }
+                    }
+                    oos.union(&b);
+                }
+                let mut state = s.state;
+                let copying = match state {
+                    CopyState::Unsynchronized => true,
+                    CopyState::Synchronized if !oos.is_empty() => {
+                        state = CopyState::Unsynchronized;
+                        true
+                    }
+                    _ => false,
+                };
+                let m = Mirror::new(
+                    s.id,
+                    source,
+                    target,
+                    s.mode,
+                    state,
+                    oos,
+                    td,
+                    Some((p_oos, p_td)),
+                );
+                m.set_activity_log(Some(al));
+                m.set_max_lag(self.max_lag());
+                m.attach();
+                let shared = s.group_sync.filter(|g| {
+                    cat.group_syncs.get(g).is_some_and(|g| {
+                        g.consistency && g.mode == Mode::Asynchronous && g.members.len() > 1
+                    })
+                });
+                if let Some(g) = shared {
+                    let j = self
+                        .rt()
+                        .journals
+                        .entry(g)
+                        .or_insert_with(|| self.new_journal())
+                        .clone();
+                    m.set_group_journal(j);
+                }
+                if !copying && state == CopyState::Synchronized && s.mode == Mode::Asynchronous {
+                    m.resume_journal();
+                }
+                self.rt().mirrors.insert(s.id, m);
+                Ok(copying)
+            }
+        }
+    }
+
+    pub(crate) fn bitmap_paths(&self, id: u64) -> (PathBuf, PathBuf) {
+        (
+            self.path(&format!("sync-{id}.oos")),
+            self.path(&format!("sync-{id}.tdirty")),
+        )
+    }
+
+    /// The activity log of a source volume (opened once).
+    pub(crate) fn activity_log(&self, volume: &str) -> std::io::Result<Arc<ActivityLog>> {
+        if let Some(al) = self.rt().als.get(volume) {
+            return Ok(al.clone());
+        }
+        let (al, _) = ActivityLog::open(&self.path(&format!("{volume}.al")), AL_CAPACITY)?;
+        let al = Arc::new(al);
+        self.rt().als.insert(volume.to_owned(), al.clone());
+        Ok(al)
+    }
+
+    /// Persist bitmaps and refreshed states.
+    pub fn flush_state(&self) {
+        if self.crashed.load(Ordering::Relaxed) {
+            return;
+        }
+        let mirrors: Vec<Arc<Mirror>> = self.rt().mirrors.values().cloned().collect();
+        for m in mirrors {
+            if let Err(e) = m.save_bitmaps() {
+                tracing::error!(sync = m.id, error = %e, "saving mirror bitmaps failed");
+            }
+        }
+        let mut cat = self.cat();
+        let before = cat.clone();
+        self.refresh(&mut cat);
+        if *cat != before {
+            self.save(&mut cat);
+        }
+    }
+
+    /// Asynchronous pairs whose journal overflowed (and pairs a restart left mid-copy)
+    /// are Unsynchronized with no copy running: resynchronize them, or with
+    /// CopyRecoveryMode Manual (3) suspend them until Resume.
+    pub fn auto_resync(self: &Arc<Self>) {
+        let _ops = self.ops();
+        let todo: Vec<(u64, u16)> = {
+            let cat = self.cat();
+            let rt = self.rt();
+            rt.mirrors
+                .iter()
+                .filter(|(id, m)| {
+                    m.state() == CopyState::Unsynchronized
+                        && !rt.gens.contains_key(id)
+                        && !rt.restoring.contains_key(id)
+                })
+                .filter_map(|(id, _)| cat.syncs.get(id).map(|s| (*id, s.recovery_mode)))
+                .collect()
+        };
+        for (id, mode) in todo {
+            if mode == 3 {
+                if let Some(m) = self.rt().mirrors.get(&id).cloned() {
+                    m.stop_following(CopyState::Suspended);
+                }
+                let mut cat = self.cat();
+                self.save(&mut cat);
+            } else {
+                tracing::info!(sync = id, "resynchronizing a pair that fell behind");
+                self.resume_copy(id);
+            }
+        }
+    }
+
+    /// For tests: stop as a `kill -9` would, as far as this process can: background work
+    /// stops and nothing more is persisted (no bitmaps, no catalog, activity logs kept), so
+    /// the next [`ReplicationService::open`] and [`ReplicationService::start`] recover.
+    #[doc(hidden)]
+    pub fn simulate_crash(&self) {
+        self.crashed.store(true, Ordering::SeqCst);
+        self.stopping.store(true, Ordering::SeqCst);
+        let mirrors: Vec<Arc<Mirror>> = self.rt().mirrors.values().cloned().collect();
+        for m in &mirrors {
+            m.crash();
+        }
+        for j in self.jobs.list() {
+            self.jobs.wait(j.id, Duration::from_secs(30));
+        }
+    }
+
+    /// Stop cleanly: cancel copies, save bitmaps, clear activity logs, mark the catalog.
+    pub fn shutdown(&self) {
+        self.stopping.store(true, Ordering::Relaxed);
+        let mirrors: Vec<Arc<Mirror>> = self.rt().mirrors.values().cloned().collect();
+        let mut ok = true;
+        for m in &mirrors {
+            m.shutdown();
+            ok &= m.save_bitmaps().is_ok();
+        }
+        let clones: Vec<Arc<Clone>> = self.rt().clones.values().cloned().collect();
+        for c in clones {
+            ok &= c.sync().is_ok();
+        }
+        if ok {
+            for al in self.rt().als.values() {
+                let _ = al.clear();
+            }
+        }
+        let mut cat = self.cat();
+        self.refresh(&mut cat);
+        cat.clean = ok;
+        if let Err(e) = cat.save(&self.dir.join("state.json")) {
+            tracing::error!(error = %e, "saving the replication catalog failed");
+        }
+    }
+
+    /// Bring the recorded CopyStates and progress up to date with the runtime objects.
+    pub(crate) fn refresh(&self, cat: &mut Catalog) {
+        let rt = self.rt();
+        for s in cat.syncs.values_mut() {
+            let (state, percent) = live_state(&rt, s);
+            s.state = state;
+            s.percent = percent;
+            if state == s.requested {
+                s.requested = CopyState::NotApplicable;
+            }
+            if s.restoring {
+                s.progress = ProgressStatus::Restoring;
+            } else if !rt.gens.contains_key(&s.id) {
+                s.progress = modify::resting_progress(state);
+            }
+            if let Some(m) = rt.mirrors.get(&s.id) {
+                s.last_copy_chunks = m.last_copy_chunks.load(Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// The volume serving a name.
+    pub fn volume(&self, name: &str) -> Option<Arc<Volume>> {
+        self.rt().volumes.get(name).cloned()
+    }
+
+    /// A snapshot target is writable while some exposure of it is read-write.
+    pub(crate) fn update_writable(&self, cat: &Catalog, volume: &str) {
+        let Some(rec) = cat.volumes.get(volume) else {
+            return;
+        };
+        let VolumeKind::Replica { sync } = rec.kind else {
+            return;
+        };
+        if let Some(snap) = self.rt().snapshots.get(&sync) {
+            snap.set_writable(rec.exposures.iter().any(|e| !e.read_only));
+        }
+    }
+
+    /// Every exported volume.
+    pub fn exposures(&self) -> Vec<ExposedVolume> {
+        let cat = self.cat();
+        let rt = self.rt();
+        let mut v = Vec::new();
+        for rec in cat.volumes.values() {
+            let Some(vol) = rt.volumes.get(&rec.name) else {
+                continue;
+            };
+            for e in &rec.exposures {
+                v.push(ExposedVolume {
+                    name: rec.name.clone(),
+                    device: vol.clone(),
+                    exposure: e.clone(),
+                    uid: rec.uid,
+                    block_size: rec.block_size,
+                });
+            }
+        }
+        v
+    }
+
+    /// A snapshot of the catalog with live states.
+    pub fn catalog(&self) -> Catalog {
+        let mut cat = self.cat().clone();
+        self.refresh(&mut cat);
+        cat
+    }
+
+    /// Live details of a mirror: (dirty source chunks, dirty target chunks, lag bytes, lag
+    /// seconds).
+    pub fn mirror_detail(&self, id: u64) -> Option<(u64, u64, u64, f64)> {
+        let m = self.rt().mirrors.get(&id).cloned()?;
+        let (a, b) = m.dirty();
+        let (lb, ls) = m.lag();
+        Some((a, b, lb, ls.as_secs_f64()))
+    }
+
+    pub(crate) fn is_stopping(&self) -> bool {
+        self.stopping.load(Ordering::Relaxed)
+    }
+
+    /// A new copy generation for a relationship (cancels the running one).
+    pub(crate) fn bump(&self, id: u64) -> u64 {
+        let mut rt = self.rt();
+        let g = rt.gens.entry(id).or_insert(0);
+        *g += 1;
+        *g
+    }
+
+    pub(crate) fn current_gen(&self, id: u64) -> u64 {
+        self.rt().gens.get(&id).copied().unwrap_or(0)
+    }
+
+    pub(crate) fn end_copy(&self, id: u64, generation: u64) {
+        let mut rt = self.rt();
+        if rt.gens.get(&id) == Some(&generation) {
+            rt.gens.remove(&id);
+        }
+    }
+}
+
+/// The live CopyState and PercentSynced of a relationship.
+pub(crate) fn live_state(rt: &Runtime, s: &SyncRec) -> (CopyState, u16) {
+    match s.sync_type {
+        SyncType::Mirror => match rt.mirrors.get(&s.id) {
+            Some(m) => {
+                let st = m.state();
+                let (dirty, _) = m.dirty();
+                let total = m.source().chunk_count().max(1);
+                let pct = if st == CopyState::Synchronized {
+                    100
+                } else {
+                    (100 - dirty * 100 / total) as u16
+                };
+                (st, pct)
+            }
+            None => (s.state, s.percent),
+        },
+        SyncType::Snapshot => match rt.snapshots.get(&s.id) {
+            Some(snap) if snap.broken().is_some() => (CopyState::Broken, 0),
+            Some(_) if s.state == CopyState::Inactive => (CopyState::Inactive, 100),
+            Some(snap) if snap.written() => (CopyState::Skewed, 100),
+            Some(_) => (s.state, 100),
+            None => (s.state, s.percent),
+        },
+        SyncType::Clone => match rt.clones.get(&s.id) {
+            Some(c) => {
+                let (done, total) = c.progress();
+                let pct = (done * 100 / total.max(1)) as u16;
+                match c.phase() {
+                    Phase::Broken => (CopyState::Broken, pct),
+                    Phase::Aborted => (CopyState::Aborted, pct),
+                    Phase::Copying => (s.state, pct),
+                    Phase::Complete if c.written() && s.state == CopyState::Synchronized => {
+                        (CopyState::Skewed, 100)
+                    }
+                    Phase::Complete if matches!(s.state, CopyState::Unsynchronized) => {
+                        (CopyState::Synchronized, 100)
+                    }
+                    Phase::Complete => (s.state, 100),
+                }
+            }
+            None => (s.state, s.percent),
+        },
+    }
+}
+
+/// A stable-enough unique id for a new volume.
+pub(crate) fn new_uid(name: &str, salt: u64) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    name.hash(&mut h);
+    salt.hash(&mut h);
+    jobs::now().hash(&mut h);
+    std::process::id().hash(&mut h);
+    h.finish()
+}
