@@ -18,6 +18,8 @@ need=()
 command -v iscsi-test-cu >/dev/null || need+=(libiscsi-bin)
 command -v qemu-system-x86_64 >/dev/null || need+=(qemu-system-x86)
 command -v cpio >/dev/null || need+=(cpio)
+# the real-initiator guest (scripts/guest/build.sh): readelf for the shared-library closure
+command -v readelf >/dev/null || need+=(binutils)
 if [[ ${#need[@]} -gt 0 ]]; then
     echo "install-deps: installing ${need[*]}"
     apt_update

@@ -9,6 +9,7 @@ mod initiator;
 
 mod discovery;
 mod full_feature;
+mod guest;
 mod libiscsi;
 mod login;
 mod qemu;
