@@ -178,7 +178,12 @@ impl Bitmap {
 
 /// Write a file durably: temporary file, fsync, rename, fsync of the directory.
 pub fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
-    let tmp = path.with_extension("tmp");
+    // A temporary name of its own: `x.oos` and `x.tdirty` must not share `x.tmp`.
+    static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(format!(".{}.{seq}.tmp", std::process::id()));
+    let tmp = path.with_file_name(name);
     {
         let mut f = File::create(&tmp)?;
         f.write_all(data)?;

@@ -74,11 +74,13 @@ pub struct Mirror {
     /// The group journal to join when the pair starts following (consistent groups).
     group_journal: Mutex<Option<Arc<JournalGroup>>>,
     al: RwLock<Option<Arc<ActivityLog>>>,
+    target_al: RwLock<Option<Arc<ActivityLog>>>,
     writer: Sender<TargetJob>,
     /// Chunks copied by the most recent copy (initial sync, resync, restore).
     pub last_copy_chunks: AtomicU64,
     stopping: AtomicBool,
     crashed: AtomicBool,
+    saving: Mutex<()>,
     /// Bound of a journal of its own.
     max_lag: AtomicU64,
     /// Persist bitmaps here (`None`: not persisted).
@@ -195,10 +197,12 @@ impl Mirror {
             journal: RwLock::new(None),
             group_journal: Mutex::new(None),
             al: RwLock::new(None),
+            target_al: RwLock::new(None),
             writer: tx,
             last_copy_chunks: AtomicU64::new(0),
             stopping: AtomicBool::new(false),
             crashed: AtomicBool::new(false),
+            saving: Mutex::new(()),
             max_lag: AtomicU64::new(ASYNC_MIRROR_MAX_LAG_BYTES),
             bitmap_paths,
             guard: Mutex::new(None),
@@ -296,12 +300,21 @@ impl Mirror {
             .map(|g| g.journal.clone())
     }
 
-    /// Use this activity log (the source's).
-    pub fn set_activity_log(&self, al: Option<Arc<ActivityLog>>) {
+    /// Use these activity logs: the source's (writes the target may lack after a crash)
+    /// and the target's (host writes to a fractured or failed-over target).
+    pub fn set_activity_logs(
+        &self,
+        source: Option<Arc<ActivityLog>>,
+        target: Option<Arc<ActivityLog>>,
+    ) {
         *self
             .al
             .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = al;
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = source;
+        *self
+            .target_al
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = target;
     }
 
     /// Mark the chunks of activity-log extents as possibly different (crash recovery).
@@ -322,6 +335,12 @@ impl Mirror {
         if self.crashed.load(Ordering::Relaxed) {
             return Ok(());
         }
+        // One save at a time, each of the state at its own moment: a slower, older save
+        // must not land after a newer one.
+        let _one = self
+            .saving
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let (mut oos, td) = self.bitmaps();
         // Journaled writes not yet applied are chunks the target may lack after a crash.
         if let Some(j) = self.current_journal() {
@@ -639,8 +658,16 @@ impl Mirror {
             let mut st = self.st();
             let st = &mut *st;
             std::mem::swap(&mut st.out_of_sync, &mut st.target_dirty);
+            let mut a = self
+                .al
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut b = self
+                .target_al
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            std::mem::swap(&mut *a, &mut *b);
         }
-        self.set_activity_log(None);
         self.attach();
         if self.state() == CopyState::Synchronized && self.mode() == Mode::Asynchronous {
             self.start_journal();
@@ -850,7 +877,7 @@ impl WriteHook for Mirror {
 }
 
 impl WriteHook for TargetGuard {
-    fn prepare(&self, _vol: &Volume, _w: &Write<'_>) -> blockdev::Result<()> {
+    fn prepare(&self, vol: &Volume, w: &Write<'_>) -> blockdev::Result<()> {
         match self.0.state() {
             CopyState::Fractured
             | CopyState::Split
@@ -859,7 +886,21 @@ impl WriteHook for TargetGuard {
             | CopyState::Aborted
             | CopyState::Inactive
             | CopyState::Suspended
-            | CopyState::Prepared => Ok(()),
+            | CopyState::Prepared => {
+                // The write is in the target's activity log before it is issued, so a
+                // crash cannot lose its tracking.
+                let al = self
+                    .0
+                    .target_al
+                    .read()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .clone();
+                if let Some(al) = al {
+                    al.touch(w.offset, w.len, &|| self.0.save_bitmaps())
+                        .map_err(|e| BlockError::io(e, format!("activity log of {}", vol.name)))?;
+                }
+                Ok(())
+            }
             _ => Err(read_only(
                 "mirror target is read-only while it follows its source",
             )),

@@ -207,7 +207,7 @@ fn activity_log_bounds_crash_recovery() {
     let (src, _tgt, _, m) = pair(Mode::Synchronous);
     m.resync(&|_, _| {}, &|| false).unwrap();
     let (al, _) = ActivityLog::open(&dir.path().join("al"), 16).unwrap();
-    m.set_activity_log(Some(Arc::new(al)));
+    m.set_activity_logs(Some(Arc::new(al)), None);
     w(&*src, 3 * CHUNK, 10, 1).unwrap();
     // "Crash": reopen the log and mark what it covers.
     let (_, extents) = ActivityLog::open(&dir.path().join("al"), 16).unwrap();

@@ -860,7 +860,10 @@ impl ReplicationService {
                     Bitmap::new(n),
                     Some(self.bitmap_paths(id)),
                 );
-                m.set_activity_log(Some(al));
+                let tal = self
+                    .activity_log(target)
+                    .map_err(|e| MethodError::failed(format!("activity log: {e}")))?;
+                m.set_activity_logs(Some(al), Some(tal));
                 m.set_max_lag(self.max_lag());
                 m.attach();
                 let _ = m.save_bitmaps();

@@ -522,15 +522,18 @@ impl ReplicationService {
                 let (p_oos, p_td) = self.bitmap_paths(s.id);
                 let mut oos = Bitmap::load(&p_oos)?.unwrap_or_else(|| Bitmap::new(n));
                 let td = Bitmap::load(&p_td)?.unwrap_or_else(|| Bitmap::new(n));
+                let mut td = td;
                 let al = self.activity_log(&source.name)?;
+                let tal = self.activity_log(&trec.name)?;
                 if unclean {
-                    let mut b = Bitmap::new(n);
-                    for e in al.extents() {
-                        for c in crate::al::extent_chunks(e) {
-                            b.set(c);
+                    // What the logs held may differ between the sides.
+                    for (log, map) in [(&al, &mut oos), (&tal, &mut td)] {
+                        for e in log.extents() {
+                            for c in crate::al::extent_chunks(e) {
+                                map.set(c);
+                            }
                         }
                     }
-                    oos.union(&b);
                 }
                 let mut state = s.state;
                 let copying = match state {
@@ -551,7 +554,7 @@ impl ReplicationService {
                     td,
                     Some((p_oos, p_td)),
                 );
-                m.set_activity_log(Some(al));
+                m.set_activity_logs(Some(al), Some(tal));
                 m.set_max_lag(self.max_lag());
                 m.attach();
                 let shared = s.group_sync.filter(|g| {

@@ -495,10 +495,6 @@ impl ReplicationService {
                     mirror.reverse();
                     let s = cat.syncs.get_mut(&m).expect("member");
                     std::mem::swap(&mut s.source, &mut s.target);
-                    let al = self
-                        .activity_log(&s.source)
-                        .map_err(|e| MethodError::failed(format!("activity log: {e}")))?;
-                    mirror.set_activity_log(Some(al));
                 }
                 if let Some(g) = cat.group_syncs.get_mut(&id) {
                     let src = g.source_group.clone();
