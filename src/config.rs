@@ -45,6 +45,69 @@ pub struct Config {
     /// Targets.
     #[serde(default, rename = "target")]
     pub targets: Vec<TargetConfig>,
+    /// Pools replica images are allocated from (default: one pool `default` in
+    /// `<data_dir>/pool`).
+    #[serde(default, rename = "pool")]
+    pub pools: Vec<PoolConfig>,
+    /// The admin socket.
+    #[serde(default)]
+    pub admin: AdminConfig,
+    /// Replication settings.
+    #[serde(default)]
+    pub replication: ReplicationConfig,
+}
+
+/// A pool of replica images: a directory.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PoolConfig {
+    /// Name (`pool:<name>` on the admin socket).
+    pub name: String,
+    /// Directory of the images.
+    pub path: PathBuf,
+    /// Bytes copy-on-write snapshot stores may use (default: unlimited); a snapshot that
+    /// would exceed it becomes Broken.
+    pub limit: Option<Size>,
+}
+
+/// The admin socket.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// Serve the admin socket.
+    pub enabled: bool,
+    /// Socket path (default: `<data_dir>/admin.sock`).
+    pub socket: Option<PathBuf>,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            socket: None,
+        }
+    }
+}
+
+/// Replication settings.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReplicationConfig {
+    /// How long a method waits for its work before it answers 4096 (Job Started) with a
+    /// job to poll, in milliseconds.
+    pub job_wait_ms: u64,
+    /// Bytes an asynchronous mirror (or consistent group) may lag behind its source before
+    /// it falls back to change tracking and resynchronizes.
+    pub async_max_lag: Size,
+}
+
+impl Default for ReplicationConfig {
+    fn default() -> Self {
+        Self {
+            job_wait_ms: 2000,
+            async_max_lag: Size(64 << 20),
+        }
+    }
 }
 
 /// Server-wide settings.
@@ -201,6 +264,54 @@ pub struct LunConfig {
     /// Physical block size to report (default: the logical block size), e.g. 4096 on a
     /// 512-byte LUN so that initiators align to 4 KiB.
     pub physical_block_size: Option<u32>,
+    /// Volume name on the admin socket (`volume:<name>`); default `<iqn suffix>-lun<N>`,
+    /// e.g. `default-lun0` for LUN 0 of `iqn.2026-11.io.ironlun:default`.
+    pub name: Option<String>,
+}
+
+impl LunConfig {
+    /// The volume name of this LUN.
+    pub fn volume_name(&self, target: &str) -> String {
+        if let Some(n) = &self.name {
+            return n.clone();
+        }
+        let suffix = target.rsplit(':').next().unwrap_or(target);
+        let clean: String = suffix
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || "._-".contains(c) {
+                    c
+                } else {
+                    '-'
+                }
+            })
+            .take(56)
+            .collect();
+        format!("{clean}-lun{}", self.lun)
+    }
+}
+
+impl Config {
+    /// The admin socket path.
+    pub fn admin_socket(&self) -> PathBuf {
+        self.admin
+            .socket
+            .clone()
+            .unwrap_or_else(|| self.server.data_dir.join("admin.sock"))
+    }
+
+    /// The pools, with the default when none is configured.
+    pub fn pools(&self) -> Vec<PoolConfig> {
+        if self.pools.is_empty() {
+            vec![PoolConfig {
+                name: "default".into(),
+                path: self.server.data_dir.join("pool"),
+                limit: None,
+            }]
+        } else {
+            self.pools.clone()
+        }
+    }
 }
 
 fn default_block_size() -> u32 {
@@ -367,6 +478,34 @@ impl Config {
             &self.discovery.chap,
             self.discovery.mutual_chap.as_ref(),
         )?;
+        let mut volumes = std::collections::HashSet::new();
+        for t in &self.targets {
+            for l in &t.luns {
+                let n = l.volume_name(&t.name);
+                if !replication::service::valid_name(&n) {
+                    bail!(
+                        "target {} LUN {}: volume name {n:?} must be 1 to 64 letters, digits, '.', '_' or '-'",
+                        t.name,
+                        l.lun
+                    );
+                }
+                if !volumes.insert(n.clone()) {
+                    bail!("volume name {n:?} is used by two LUNs; set `name` on one of them");
+                }
+            }
+        }
+        let mut pools = std::collections::HashSet::new();
+        for p in &self.pools {
+            if !replication::service::valid_name(&p.name) {
+                bail!(
+                    "pool name {:?} must be 1 to 64 letters, digits, '.', '_' or '-'",
+                    p.name
+                );
+            }
+            if !pools.insert(p.name.clone()) {
+                bail!("pool {} is defined twice", p.name);
+            }
+        }
         Ok(())
     }
 }

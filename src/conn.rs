@@ -410,7 +410,7 @@ impl Conn {
                 data_out: &task.data,
                 luns: map.luns(),
                 abort: Some(&abort),
-                resolver: Some(registry),
+                resolver: Some(&**registry),
             };
             let r = map.execute(decode_lun(task.lun), &req);
             let _ = done.send((

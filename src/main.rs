@@ -26,6 +26,8 @@ enum Command {
         #[arg(long)]
         validate: bool,
     },
+    /// Drive the replication service of a running server through its admin socket.
+    Admin(ironlun::cli::AdminArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -40,6 +42,13 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve { config, validate } => serve(config, validate),
+        Command::Admin(a) => match ironlun::cli::run(a) {
+            Ok(code) => return std::process::ExitCode::from(code),
+            Err(e) => {
+                eprintln!("ironlun admin: {e:#}");
+                return std::process::ExitCode::from(2);
+            }
+        },
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -74,6 +83,14 @@ fn serve(path: Option<PathBuf>, validate: bool) -> anyhow::Result<()> {
     rt.block_on(async move {
         let server = server::Server::new(config)?;
         let bound = server.listen().await?;
+        let admin = if server.config.admin.enabled {
+            let path = server.config.admin_socket();
+            let sock = ironlun::admin::start(&server, &path).await?;
+            println!("ironlun: admin socket {}", path.display());
+            Some(sock)
+        } else {
+            None
+        };
         for (addr, p) in bound.iter().zip(&server.config.portals) {
             println!("ironlun: listening on {addr} (portal group {})", p.group);
         }
@@ -104,9 +121,10 @@ fn serve(path: Option<PathBuf>, validate: bool) -> anyhow::Result<()> {
         let _ = std::io::stdout().flush();
         shutdown_signal().await;
         tracing::info!("shutting down");
+        drop(admin);
         server.sessions.stop_all();
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-        server.flush_all();
+        server.shutdown();
         Ok(())
     })
 }

@@ -12,7 +12,9 @@ use iscsi_proto::login::{AuthPolicy, Credential, LoginContext, Secret, TargetLoo
 use scsi::{LogicalUnit, LuConfig, LunMap};
 use sha2::{Digest, Sha256};
 
-use crate::config::{ChapConfig, Config, LunConfig, PortalConfig, TargetConfig};
+use replication::service::ExposedVolume;
+
+use crate::config::{ChapConfig, Config, LunConfig, PortalConfig, ServerConfig, TargetConfig};
 
 /// One exported target.
 #[derive(Debug)]
@@ -64,6 +66,28 @@ pub struct Registry {
     pub portals: RwLock<Vec<PortalConfig>>,
     /// Discovery authentication.
     pub discovery_auth: AuthPolicy,
+    /// Server settings (for logical units built later).
+    server: ServerConfig,
+    /// Portal group tags.
+    groups: Vec<u16>,
+}
+
+/// (relative target port, target port group) pairs of a target.
+fn port_groups_of(groups: &[u16], target_groups: &[u16]) -> Vec<(u16, u16)> {
+    groups
+        .iter()
+        .filter(|g| target_groups.is_empty() || target_groups.contains(g))
+        .map(|&g| (g, g))
+        .collect()
+}
+
+/// The LUN inventory of a target changed: every other LUN reports it to its I_T nexuses.
+fn announce_change(t: &Target, changed: u16) {
+    for (l, lu) in t.lun_map().iter() {
+        if l != changed {
+            lu.unit_attention_all(scsi::Sense::REPORTED_LUNS_DATA_CHANGED, None);
+        }
+    }
 }
 
 fn policy(users: &[ChapConfig], mutual: Option<&ChapConfig>) -> AuthPolicy {
@@ -98,13 +122,8 @@ fn hex_upper(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02X}")).collect()
 }
 
-/// Open a LUN's backing store and build its logical unit.
-pub fn open_lun(
-    server: &crate::config::ServerConfig,
-    target: &TargetConfig,
-    l: &LunConfig,
-    port_groups: &[(u16, u16)],
-) -> anyhow::Result<LogicalUnit> {
+/// Open a configured LUN's backing store (creating a sparse image when it is missing).
+pub fn open_device(target: &TargetConfig, l: &LunConfig) -> anyhow::Result<FileDevice> {
     let dev = FileDevice::open(&l.path, l.size.map(|s| s.0), l.read_only)
         .with_context(|| format!("target {} LUN {}: {}", target.name, l.lun, l.path.display()))?;
     if dev.size() % u64::from(l.block_size) != 0 {
@@ -115,24 +134,61 @@ pub fn open_lun(
             l.path.display()
         );
     }
-    let (naa, serial) = lun_identity(&target.name, l.lun, l.serial.as_deref());
-    let mut cfg = LuConfig::new(serial, naa, l.block_size);
-    cfg.read_only = l.read_only;
-    cfg.removable = l.removable;
-    cfg.physical_block_size = l.physical_block_size.unwrap_or(l.block_size);
-    cfg.thin = l.thin.unwrap_or_else(|| dev.thin());
+    Ok(dev)
+}
+
+/// The stable 64-bit identity of a configured LUN's volume (its NAA designator).
+pub fn configured_uid(target: &TargetConfig, l: &LunConfig) -> u64 {
+    u64::from_be_bytes(lun_identity(&target.name, l.lun, l.serial.as_deref()).0)
+}
+
+/// What a logical unit is built from.
+#[derive(Debug)]
+struct LuSpec {
+    naa: [u8; 8],
+    serial: String,
+    block_size: u32,
+    physical_block_size: u32,
+    read_only: bool,
+    removable: bool,
+    thin: Option<bool>,
+}
+
+/// The NAA designator (type 3, locally assigned) of a volume identity.
+fn naa_of(uid: u64) -> [u8; 8] {
+    let mut naa = uid.to_be_bytes();
+    naa[0] = 0x30 | (naa[0] & 0x0f);
+    naa
+}
+
+fn build_lu(
+    server: &ServerConfig,
+    spec: LuSpec,
+    dev: Arc<dyn BlockDevice>,
+    port_groups: &[(u16, u16)],
+) -> anyhow::Result<LogicalUnit> {
+    let mut cfg = LuConfig::new(spec.serial, spec.naa, spec.block_size);
+    cfg.read_only = spec.read_only;
+    cfg.removable = spec.removable;
+    cfg.physical_block_size = spec.physical_block_size;
+    cfg.thin = spec.thin.unwrap_or_else(|| dev.thin());
     cfg.port_groups = port_groups.to_vec();
     cfg.sanitize_rate = server.sanitize_rate_mib_s << 20;
     let pr_dir = server.data_dir.join("reservations");
     std::fs::create_dir_all(&pr_dir).with_context(|| format!("creating {}", pr_dir.display()))?;
-    let naa_hex: String = naa.iter().map(|b| format!("{b:02x}")).collect();
+    let naa_hex: String = spec.naa.iter().map(|b| format!("{b:02x}")).collect();
     cfg.pr_file = Some(pr_dir.join(format!("{naa_hex}.pr")));
-    Ok(LogicalUnit::new(cfg, Arc::new(dev) as Arc<dyn BlockDevice>))
+    Ok(LogicalUnit::new(cfg, dev))
 }
 
 impl Registry {
-    /// Build the registry, opening (and creating) every LUN's backing store.
-    pub fn from_config(c: &Config) -> anyhow::Result<Self> {
+    /// Build the registry over the volumes of the replication service: every configured
+    /// LUN is served by its volume (`volume_of`), so that its writes pass through the
+    /// replication layer.
+    pub fn from_config(
+        c: &Config,
+        volume_of: &dyn Fn(&str) -> Option<Arc<dyn BlockDevice>>,
+    ) -> anyhow::Result<Self> {
         std::fs::create_dir_all(&c.server.data_dir)
             .with_context(|| format!("creating {}", c.server.data_dir.display()))?;
         // Relative target port identifier = portal group tag; target port group = the same.
@@ -141,14 +197,27 @@ impl Registry {
         groups.dedup();
         let mut targets = Vec::new();
         for t in &c.targets {
-            let port_groups: Vec<(u16, u16)> = groups
-                .iter()
-                .filter(|g| t.portal_groups.is_empty() || t.portal_groups.contains(g))
-                .map(|&g| (g, g))
-                .collect();
+            let port_groups = port_groups_of(&groups, &t.portal_groups);
             let mut map = LunMap::new();
             for l in &t.luns {
-                map.insert(l.lun, Arc::new(open_lun(&c.server, t, l, &port_groups)?));
+                let name = l.volume_name(&t.name);
+                let dev = volume_of(&name).with_context(|| {
+                    format!("target {} LUN {}: volume {name} is not open", t.name, l.lun)
+                })?;
+                let (naa, serial) = lun_identity(&t.name, l.lun, l.serial.as_deref());
+                let spec = LuSpec {
+                    naa,
+                    serial,
+                    block_size: l.block_size,
+                    physical_block_size: l.physical_block_size.unwrap_or(l.block_size),
+                    read_only: l.read_only,
+                    removable: l.removable,
+                    thin: l.thin,
+                };
+                map.insert(
+                    l.lun,
+                    Arc::new(build_lu(&c.server, spec, dev, &port_groups)?),
+                );
             }
             targets.push(Arc::new(Target {
                 name: t.name.clone(),
@@ -163,7 +232,63 @@ impl Registry {
             targets,
             portals: RwLock::new(c.portals.clone()),
             discovery_auth: policy(&c.discovery.chap, c.discovery.mutual_chap.as_ref()),
+            server: c.server.clone(),
+            groups,
         })
+    }
+
+    /// Export a volume of the replication service as a LUN now (ExposeVolume, and the
+    /// recorded exposures at start). Hosts see REPORTED LUNS DATA HAS CHANGED.
+    pub fn expose_volume(&self, v: &ExposedVolume) -> anyhow::Result<()> {
+        let t = self
+            .target(&v.exposure.target)
+            .with_context(|| format!("no target {}", v.exposure.target))?;
+        let lun = v.exposure.lun;
+        let spec = LuSpec {
+            naa: naa_of(v.uid),
+            serial: format!("{:016X}", v.uid),
+            block_size: v.block_size,
+            physical_block_size: v.block_size,
+            read_only: v.exposure.read_only,
+            removable: false,
+            thin: None,
+        };
+        let lu = Arc::new(build_lu(
+            &self.server,
+            spec,
+            v.device.clone(),
+            &port_groups_of(&self.groups, &t.portal_groups),
+        )?);
+        let mut luns = t
+            .luns
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if luns.get(lun).is_some() {
+            anyhow::bail!("LUN {lun} of {} is in use", t.name);
+        }
+        let mut map = (**luns).clone();
+        map.insert(lun, lu);
+        *luns = Arc::new(map);
+        drop(luns);
+        announce_change(t, lun);
+        tracing::info!(target = %t.name, lun, volume = %v.name, read_only = v.exposure.read_only, "volume exposed");
+        Ok(())
+    }
+
+    /// Stop exporting a LUN (HideVolume).
+    pub fn hide_lun(&self, target: &str, lun: u16) {
+        let Some(t) = self.target(target) else { return };
+        let mut luns = t
+            .luns
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut map = (**luns).clone();
+        if map.remove(lun).is_some() {
+            *luns = Arc::new(map);
+            drop(luns);
+            announce_change(t, lun);
+            tracing::info!(target = %t.name, lun, "LUN hidden");
+        }
     }
 
     /// Find a target by name (iSCSI names compare case-insensitively).
@@ -220,6 +345,26 @@ impl Registry {
         if let Some(p) = p.get_mut(index) {
             p.address = addr;
         }
+    }
+}
+
+impl admin::Exports for Registry {
+    fn has_target(&self, iqn: &str) -> bool {
+        self.target(iqn).is_some()
+    }
+
+    fn luns_in_use(&self, iqn: &str) -> Vec<u16> {
+        self.target(iqn)
+            .map(|t| t.lun_map().luns().to_vec())
+            .unwrap_or_default()
+    }
+
+    fn expose(&self, v: &ExposedVolume) -> Result<(), String> {
+        self.expose_volume(v).map_err(|e| format!("{e:#}"))
+    }
+
+    fn hide(&self, iqn: &str, lun: u16) {
+        self.hide_lun(iqn, lun);
     }
 }
 

@@ -6,7 +6,15 @@ use anyhow::Context;
 use iscsi_proto::negotiate::{DigestPolicy, TargetLimits};
 use tokio::{net::TcpListener, sync::Semaphore};
 
-use crate::{config::Config, conn, io_pool::IoPool, registry::Registry, sessions::SessionTable};
+use replication::service::{PoolConfig, ReplicationService, ServiceConfig};
+
+use crate::{
+    config::Config,
+    conn,
+    io_pool::IoPool,
+    registry::{Registry, configured_uid, open_device},
+    sessions::SessionTable,
+};
 
 /// Shared server state.
 #[derive(Debug)]
@@ -16,7 +24,9 @@ pub struct Server {
     /// Negotiation limits derived from the configuration.
     pub limits: TargetLimits,
     /// Targets and portals.
-    pub registry: Registry,
+    pub registry: Arc<Registry>,
+    /// The replication layer every LUN's writes pass through.
+    pub replication: Arc<ReplicationService>,
     /// Sessions.
     pub sessions: SessionTable,
     /// Disk I/O threads.
@@ -43,13 +53,25 @@ impl Server {
                 _ => DigestPolicy::Allow,
             },
         };
-        let registry = Registry::from_config(&config)?;
+        let replication = open_replication(&config)?;
+        let registry = Registry::from_config(&config, &|name| {
+            replication
+                .volume(name)
+                .map(|v| v as Arc<dyn blockdev::BlockDevice>)
+        })?;
+        // Volumes exposed through the admin socket.
+        for v in replication.exposures() {
+            if let Err(e) = registry.expose_volume(&v) {
+                tracing::warn!(volume = %v.name, target = %v.exposure.target, lun = v.exposure.lun, error = %format!("{e:#}"), "recorded exposure not applied");
+            }
+        }
         let io = IoPool::new(s.io_threads).context("starting I/O threads")?;
         let connections = Arc::new(Semaphore::new(s.max_connections));
         Ok(Arc::new(Self {
             config,
             limits,
-            registry,
+            registry: Arc::new(registry),
+            replication,
             sessions: SessionTable::default(),
             io,
             connections,
@@ -98,6 +120,12 @@ impl Server {
         }
     }
 
+    /// Stop: make everything written durable, then stop the replication layer cleanly.
+    pub fn shutdown(&self) {
+        self.flush_all();
+        self.replication.shutdown();
+    }
+
     /// Make everything written durable (at shutdown).
     pub fn flush_all(&self) {
         for t in &self.registry.targets {
@@ -108,4 +136,38 @@ impl Server {
             }
         }
     }
+}
+
+/// Open the replication service, register every configured LUN as a volume, and recover.
+fn open_replication(config: &Config) -> anyhow::Result<Arc<ReplicationService>> {
+    let pools = config
+        .pools()
+        .into_iter()
+        .map(|p| PoolConfig {
+            name: p.name,
+            dir: p.path,
+            limit: p.limit.map_or(0, |s| s.0),
+        })
+        .collect();
+    let cfg = ServiceConfig {
+        data_dir: config.server.data_dir.clone(),
+        pools,
+        quick_wait: Duration::from_millis(config.replication.job_wait_ms),
+        async_max_lag: config.replication.async_max_lag.0,
+    };
+    let svc = ReplicationService::open(cfg).context("opening the replication state")?;
+    for t in &config.targets {
+        for l in &t.luns {
+            let dev = open_device(t, l)?;
+            svc.register_configured(
+                &l.volume_name(&t.name),
+                Arc::new(dev),
+                &l.path,
+                l.block_size,
+                configured_uid(t, l),
+            );
+        }
+    }
+    svc.start().context("starting the replication layer")?;
+    Ok(svc)
 }

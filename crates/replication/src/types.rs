@@ -277,6 +277,11 @@ pub enum ReturnCode {
     InvalidParameter = 5,
     /// In use.
     InUse = 6,
+    /// Method-specific 7 of the group methods: DeleteGroup "One or more elements in a
+    /// replication relationship", AddMembers and RemoveMembers "Group does not exist".
+    GroupMethod7 = 7,
+    /// Method-specific 8: RemoveMembers "Member not in group".
+    GroupMethod8 = 8,
     /// Method parameters checked - job started.
     JobStarted = 4096,
 }

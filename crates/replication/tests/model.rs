@@ -177,7 +177,7 @@ impl World {
     fn new() -> Self {
         let rig = Rig::new(&[("a", SIZE), ("b", SIZE)]);
         rig.svc
-            .create_group("g", &["a".into(), "b".into()])
+            .create_group(Some("g"), &["a".into(), "b".into()])
             .unwrap();
         let mut mirrors = Vec::new();
         for (i, (name, mode)) in [("ma", 2u16), ("mb", 3u16)].into_iter().enumerate() {

@@ -117,17 +117,37 @@ fn clone_copies_in_the_background_then_detaches() {
     let rig = Rig::new(&[("a", 8 * MIB), ("c_1", 8 * MIB)]);
     rig.write("a", 0, (8 * MIB) as usize, 1);
     let cut = rig.read_all("a");
-    // A slow clone target: the copy is still running while the origin changes.
-    rig.faulty["c_1"].latency_us.store(3000, Ordering::Relaxed);
-    rig.svc.create_group("c", &["c_1".into()]).unwrap();
-    let p = CreateGroupReplica {
+    // A configured volume (a LUN in the server) cannot be a clone target.
+    rig.svc.create_group(Some("c"), &["c_1".into()]).unwrap();
+    let into_lun = CreateGroupReplica {
         sync_type: Some(8),
         source_element: Some("a".into()),
         target_group: Some("c".into()),
-        settings: ReplicationSettings {
-            copy_priority: Some(1),
-            ..Default::default()
-        },
+        ..Default::default()
+    };
+    assert_eq!(
+        rig.try_create(into_lun).unwrap_err().code,
+        ReturnCode::InUse
+    );
+    // The host keeps writing the origin while the clone is copied (at low priority, so
+    // the copy yields to it and is still running while the origin changes).
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (a, stop) = (rig.dev("a"), stop.clone());
+        std::thread::spawn(move || {
+            let mut i = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let v = bytes::Bytes::from(vec![0xC0; 4096]);
+                a.write_at(&[v], (i * 7 * CHUNK) % (8 * MIB), false)
+                    .unwrap();
+                i += 1;
+                std::thread::sleep(Duration::from_micros(500));
+            }
+        })
+    };
+    let mut p = replica(8, "a", "c2");
+    p.settings = ReplicationSettings {
+        copy_priority: Some(1),
         ..Default::default()
     };
     let out = rig.try_create(p).unwrap();
@@ -144,23 +164,26 @@ fn clone_copies_in_the_background_then_detaches() {
         );
     }
     // Changing the origin during the copy does not change the clone.
-    for i in 0..16u64 {
-        rig.write("a", i * 7 * CHUNK % (8 * MIB), 4096, 0xC0);
-    }
-    assert_same(&rig.read_all("c_1"), &cut, "images");
-    rig.faulty["c_1"].latency_us.store(0, Ordering::Relaxed);
+    assert_same(&rig.read_all("c2_1"), &cut, "clone during the copy");
     rig.finish(out.code, out.job);
+    stop.store(true, Ordering::Relaxed);
+    writer.join().unwrap();
+    assert_same(&rig.read_all("c2_1"), &cut, "clone after the copy");
     assert_eq!(rig.state(id), CopyState::Synchronized);
     assert_eq!(rig.sync(id).percent, 100);
     // Detach before Synchronized needs Force; after, it is the normal end of a clone.
     rig.modify(DETACH, gid);
     assert!(rig.svc.catalog().syncs.is_empty());
     rig.write("a", 0, CHUNK as usize, 0xEE);
-    assert_same(&rig.read_all("c_1"), &cut, "images");
+    assert_same(&rig.read_all("c2_1"), &cut, "detached clone");
     // It stays an independent volume across a restart.
     let mut rig = rig;
     rig.restart();
-    assert_same(&rig.read_all("c_1"), &cut, "images");
+    assert_same(
+        &rig.read_all("c2_1"),
+        &cut,
+        "detached clone after a restart",
+    );
 }
 
 #[test]
@@ -235,7 +258,7 @@ fn sync_mirror_follows_every_write_and_counts_resync_and_restore() {
 #[test]
 fn failing_target_breaks_the_pair_not_the_host_io() {
     let rig = Rig::new(&[("a", 2 * MIB), ("t", 2 * MIB)]);
-    rig.svc.create_group("tg", &["t".into()]).unwrap();
+    rig.svc.create_group(Some("tg"), &["t".into()]).unwrap();
     let p = CreateGroupReplica {
         sync_type: Some(6),
         mode: Some(2),
@@ -292,7 +315,7 @@ fn async_overflow_falls_back_to_tracking_and_resyncs() {
         rig
     };
     let rig = dir_rig;
-    rig.svc.create_group("tg", &["t".into()]).unwrap();
+    rig.svc.create_group(Some("tg"), &["t".into()]).unwrap();
     let gid = rig.create(CreateGroupReplica {
         sync_type: Some(6),
         mode: Some(3),
@@ -568,7 +591,7 @@ fn one_source_to_many_targets_and_dissolve_leaves_an_aspect() {
 fn group_snapshot_cuts_every_member_at_one_barrier() {
     let rig = Rig::new(&[("a", 4 * MIB), ("b", 4 * MIB)]);
     rig.svc
-        .create_group("g", &["a".into(), "b".into()])
+        .create_group(Some("g"), &["a".into(), "b".into()])
         .unwrap();
     let a = rig.dev("a");
     let b = rig.dev("b");
@@ -623,7 +646,7 @@ fn group_snapshot_cuts_every_member_at_one_barrier() {
 fn consistent_async_group_fractures_at_one_cut() {
     let rig = Rig::new(&[("a", 4 * MIB), ("b", 4 * MIB)]);
     rig.svc
-        .create_group("g", &["a".into(), "b".into()])
+        .create_group(Some("g"), &["a".into(), "b".into()])
         .unwrap();
     let gid = rig.create(CreateGroupReplica {
         relationship_name: Some("ag".into()),

@@ -240,16 +240,30 @@ impl ReplicationService {
         Ok(e)
     }
 
-    /// CreateGroup.
-    pub fn create_group(&self, name: &str, members: &[String]) -> Result<String, MethodError> {
-        if !valid_name(name) {
+    /// CreateGroup (a NULL name: the service names it `group<n>`). Members keep their
+    /// order.
+    pub fn create_group(
+        &self,
+        name: Option<&str>,
+        members: &[String],
+    ) -> Result<String, MethodError> {
+        let mut cat = self.cat();
+        let name = match name {
+            Some(n) => n.to_owned(),
+            None => loop {
+                let n = format!("group{}", cat.alloc_id());
+                if !cat.groups.contains_key(&n) {
+                    break n;
+                }
+            },
+        };
+        if !valid_name(&name) {
             return Err(MethodError::invalid(
                 "GroupName",
                 "names are 1 to 64 letters, digits, '.', '_' or '-'",
             ));
         }
-        let mut cat = self.cat();
-        if cat.groups.contains_key(name) {
+        if cat.groups.contains_key(&name) {
             return Err(MethodError::in_use(
                 "GroupName",
                 format!("group {name} exists"),
@@ -267,76 +281,129 @@ impl ReplicationService {
             }
         }
         cat.groups.insert(
-            name.to_owned(),
+            name.clone(),
             GroupRec {
-                name: name.to_owned(),
+                name: name.clone(),
                 members: members.to_vec(),
             },
         );
         self.save(&mut cat);
-        Ok(name.to_owned())
+        Ok(name)
     }
 
-    /// DeleteGroup: 7 "One or more elements in a replication relationship" when in use.
-    pub fn delete_group(&self, name: &str, remove_elements: bool) -> Result<(), MethodError> {
-        let mut cat = self.cat();
-        if !cat.groups.contains_key(name) {
-            return Err(MethodError::invalid("ReplicationGroup", "no such group"));
-        }
-        if let Some(g) = cat
-            .group_syncs
+    /// The group relationship a group is part of.
+    fn group_in_relationship(cat: &super::Catalog, name: &str) -> Option<u64> {
+        cat.group_syncs
             .values()
             .find(|g| g.source_group.as_deref() == Some(name) || g.target_group == name)
-        {
+            .map(|g| g.id)
+    }
+
+    /// DeleteGroup: 7 when the group is in a replication relationship; a group that is not
+    /// empty needs RemoveElements (its volumes stay, only the group goes).
+    pub fn delete_group(&self, name: &str, remove_elements: bool) -> Result<(), MethodError> {
+        let mut cat = self.cat();
+        let g = cat
+            .groups
+            .get(name)
+            .ok_or_else(|| MethodError::invalid("ReplicationGroup", "no such group"))?;
+        if let Some(id) = Self::group_in_relationship(&cat, name) {
             return Err(MethodError {
-                code: ReturnCode::Failed,
-                message: format!("the group is in relationship sync:{}", g.id),
+                code: ReturnCode::GroupMethod7,
+                message: format!(
+                    "one or more elements are in a replication relationship (sync:{id})"
+                ),
                 parameter: Some("ReplicationGroup".into()),
             });
         }
-        let _ = remove_elements;
+        if !g.members.is_empty() && !remove_elements {
+            return Err(MethodError::in_use(
+                "RemoveElements",
+                format!(
+                    "group {name} has {} members; pass RemoveElements=true to delete it anyway",
+                    g.members.len()
+                ),
+            ));
+        }
         cat.groups.remove(name);
         self.save(&mut cat);
         Ok(())
     }
 
-    /// AddMembers.
+    fn no_group(name: &str) -> MethodError {
+        MethodError {
+            code: ReturnCode::GroupMethod7,
+            message: format!("group {name} does not exist"),
+            parameter: Some("ReplicationGroup".into()),
+        }
+    }
+
+    /// AddMembers: 7 when the group does not exist, 6 when it is in a relationship (use
+    /// AddSyncPair).
     pub fn add_members(&self, group: &str, members: &[String]) -> Result<(), MethodError> {
         let mut cat = self.cat();
+        if !cat.groups.contains_key(group) {
+            return Err(Self::no_group(group));
+        }
+        if let Some(id) = Self::group_in_relationship(&cat, group) {
+            return Err(MethodError::in_use(
+                "ReplicationGroup",
+                format!("the group is in relationship sync:{id}; add pairs with AddSyncPair"),
+            ));
+        }
         for m in members {
             if !cat.volumes.contains_key(m) {
                 return Err(MethodError::invalid("Members", format!("no volume {m}")));
             }
         }
-        let g = cat
-            .groups
-            .get_mut(group)
-            .ok_or_else(|| MethodError::invalid("ReplicationGroup", "no such group"))?;
-        for m in members {
-            if !g.members.contains(m) {
-                g.members.push(m.clone());
+        if let Some(g) = cat.groups.get_mut(group) {
+            for m in members {
+                if !g.members.contains(m) {
+                    g.members.push(m.clone());
+                }
             }
         }
         self.save(&mut cat);
         Ok(())
     }
 
-    /// RemoveMembers.
-    pub fn remove_members(&self, group: &str, members: &[String]) -> Result<(), MethodError> {
+    /// RemoveMembers: 7 when the group does not exist, 8 for a member not in it, 6 when the
+    /// group is in a relationship; `delete_on_empty` deletes a group left empty.
+    pub fn remove_members(
+        &self,
+        group: &str,
+        members: &[String],
+        delete_on_empty: bool,
+    ) -> Result<(), MethodError> {
         let mut cat = self.cat();
-        let g = cat
-            .groups
-            .get_mut(group)
-            .ok_or_else(|| MethodError::invalid("ReplicationGroup", "no such group"))?;
+        let Some(g) = cat.groups.get(group) else {
+            return Err(Self::no_group(group));
+        };
         for m in members {
             if !g.members.contains(m) {
-                return Err(MethodError::invalid(
-                    "Members",
-                    format!("{m} is not in the group"),
-                ));
+                return Err(MethodError {
+                    code: ReturnCode::GroupMethod8,
+                    message: format!("{m} is not a member of {group}"),
+                    parameter: Some("Members".into()),
+                });
             }
         }
-        g.members.retain(|m| !members.contains(m));
+        if let Some(id) = Self::group_in_relationship(&cat, group) {
+            return Err(MethodError::in_use(
+                "Members",
+                format!("the group is in relationship sync:{id}; remove pairs with RemoveSyncPair"),
+            ));
+        }
+        let empty = match cat.groups.get_mut(group) {
+            Some(g) => {
+                g.members.retain(|m| !members.contains(m));
+                g.members.is_empty()
+            }
+            None => false,
+        };
+        if empty && delete_on_empty {
+            cat.groups.remove(group);
+        }
         self.save(&mut cat);
         Ok(())
     }
@@ -571,6 +638,17 @@ impl ReplicationService {
                     return Err(MethodError::invalid(
                         "TargetGroup",
                         "snapshot targets are always created in the pool",
+                    ));
+                }
+                if let Some(r) = cat.volumes.get(t)
+                    && sync_type == SyncType::Clone
+                    && (r.kind == VolumeKind::Configured || !r.exposures.is_empty())
+                {
+                    return Err(MethodError::in_use(
+                        "TargetGroup",
+                        format!(
+                            "{t} is exported as a LUN; a clone target must not be in use while the clone is made"
+                        ),
                     ));
                 }
             }
