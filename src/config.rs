@@ -99,6 +99,9 @@ pub struct ReplicationConfig {
     /// Bytes an asynchronous mirror (or consistent group) may lag behind its source before
     /// it falls back to change tracking and resynchronizes.
     pub async_max_lag: Size,
+    /// How long Split waits for an asynchronous target to catch up before it answers 3
+    /// (Timeout), in milliseconds.
+    pub drain_timeout_ms: u64,
 }
 
 impl Default for ReplicationConfig {
@@ -106,6 +109,7 @@ impl Default for ReplicationConfig {
         Self {
             job_wait_ms: 2000,
             async_max_lag: Size(64 << 20),
+            drain_timeout_ms: 60_000,
         }
     }
 }

@@ -154,6 +154,7 @@ fn open_replication(config: &Config) -> anyhow::Result<Arc<ReplicationService>> 
         pools,
         quick_wait: Duration::from_millis(config.replication.job_wait_ms),
         async_max_lag: config.replication.async_max_lag.0,
+        drain_timeout: Duration::from_millis(config.replication.drain_timeout_ms),
     };
     let svc = ReplicationService::open(cfg).context("opening the replication state")?;
     for t in &config.targets {

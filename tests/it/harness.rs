@@ -16,6 +16,8 @@ pub struct Server {
     pub dir: tempfile::TempDir,
     /// Bound portal addresses, in configuration order.
     pub portals: Vec<SocketAddr>,
+    /// The admin socket, when the server has one.
+    admin: Option<PathBuf>,
 }
 
 /// The default test target.
@@ -54,52 +56,42 @@ size = "64MiB"
         }
         let cfg = dir.path().join("ironlun.toml");
         std::fs::write(&cfg, text).expect("write config");
-        let log = std::fs::File::create(dir.path().join("server.log")).expect("log file");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_ironlun"))
-            .args(["serve", "-c"])
-            .arg(&cfg)
-            .env(
-                "RUST_LOG",
-                std::env::var("RUST_LOG").unwrap_or_else(|_| "debug".into()),
-            )
-            .stdout(Stdio::piped())
-            .stderr(Stdio::from(log))
-            .spawn()
-            .expect("spawn ironlun");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let mut portals = Vec::new();
-        loop {
-            match rx.recv_timeout(Duration::from_secs(20)) {
-                Ok(line) if line.starts_with("ironlun: listening on ") => {
-                    let addr = line["ironlun: listening on ".len()..]
-                        .split_whitespace()
-                        .next()
-                        .and_then(|a| a.parse().ok())
-                        .expect("address in listening line");
-                    portals.push(addr);
-                }
-                Ok(line) if line == "ironlun: ready" => break,
-                Ok(_) => {}
-                Err(_) => {
-                    let log =
-                        std::fs::read_to_string(dir.path().join("server.log")).unwrap_or_default();
-                    panic!("server did not become ready; log:\n{log}");
-                }
-            }
-        }
+        let (child, portals, admin) = spawn(dir.path(), &cfg);
         Self {
             child,
             dir,
             portals,
+            admin,
         }
+    }
+
+    /// Stop the server (SIGTERM and wait, or with `kill`, SIGKILL) and start it again on
+    /// the same configuration and files. Portals listening on port 0 get new ports.
+    pub fn restart(&mut self, kill: bool) {
+        if kill {
+            let _ = self.child.kill();
+        } else {
+            // SAFETY: kill(2) on our own child's pid.
+            unsafe {
+                libc::kill(self.child.id() as i32, libc::SIGTERM);
+            }
+        }
+        let _ = self.child.wait();
+        let (child, portals, admin) = spawn(self.dir.path(), &self.config_path());
+        self.child = child;
+        self.portals = portals;
+        self.admin = admin;
+    }
+
+    /// A connection to the admin socket.
+    pub fn admin(&self) -> admin::client::Client {
+        let path = self.admin.as_ref().expect("the server has an admin socket");
+        admin::client::Client::connect(path).expect("connect to the admin socket")
+    }
+
+    /// The admin socket path.
+    pub fn admin_path(&self) -> PathBuf {
+        self.admin.clone().expect("the server has an admin socket")
     }
 
     /// The first portal.
@@ -153,4 +145,62 @@ pub fn run(cmd: &mut Command) -> (bool, String) {
     let mut s = String::from_utf8_lossy(&out.stdout).into_owned();
     s.push_str(&String::from_utf8_lossy(&out.stderr));
     (out.status.success(), s)
+}
+
+/// Start `ironlun serve -c cfg` in `dir` and wait until it is ready; returns the child, its
+/// portals and its admin socket.
+fn spawn(
+    dir: &std::path::Path,
+    cfg: &std::path::Path,
+) -> (Child, Vec<SocketAddr>, Option<PathBuf>) {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("server.log"))
+        .expect("log file");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ironlun"))
+        .args(["serve", "-c"])
+        .arg(cfg)
+        .env(
+            "RUST_LOG",
+            std::env::var("RUST_LOG").unwrap_or_else(|_| "debug".into()),
+        )
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(log))
+        .spawn()
+        .expect("spawn ironlun");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut portals = Vec::new();
+    let mut admin = None;
+    loop {
+        match rx.recv_timeout(Duration::from_secs(20)) {
+            Ok(line) if line.starts_with("ironlun: listening on ") => {
+                let addr = line["ironlun: listening on ".len()..]
+                    .split_whitespace()
+                    .next()
+                    .and_then(|a| a.parse().ok())
+                    .expect("address in listening line");
+                portals.push(addr);
+            }
+            Ok(line) if line.starts_with("ironlun: admin socket ") => {
+                admin = Some(PathBuf::from(&line["ironlun: admin socket ".len()..]));
+            }
+            Ok(line) if line == "ironlun: ready" => break,
+            Ok(_) => {}
+            Err(_) => {
+                let _ = child.kill();
+                let log = std::fs::read_to_string(dir.join("server.log")).unwrap_or_default();
+                panic!("server did not become ready; log:\n{log}");
+            }
+        }
+    }
+    (child, portals, admin)
 }

@@ -7,9 +7,11 @@
 mod harness;
 mod initiator;
 
+mod admin_socket;
 mod discovery;
 mod full_feature;
 mod guest;
 mod libiscsi;
 mod login;
 mod qemu;
+mod replication;

@@ -13,19 +13,25 @@ use serde_json::{Map, Value, json};
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     /// The socket could not be reached.
-    #[error("cannot connect to {path}: {source}")]
+    #[error("cannot connect to {path}: {cause}")]
     Connect {
         /// Socket path.
         path: String,
         /// Cause.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// The connection failed.
     #[error("admin socket: {0}")]
-    Io(#[from] std::io::Error),
+    Io(std::io::Error),
     /// The server sent something that is not a response.
     #[error("admin socket: bad response: {0}")]
     Protocol(String),
+}
+
+impl From<std::io::Error> for ClientError {
+    fn from(e: std::io::Error) -> Self {
+        Self::Io(e)
+    }
 }
 
 /// A connection to the admin socket.
@@ -79,9 +85,9 @@ impl Response {
 impl Client {
     /// Connect.
     pub fn connect(path: &Path) -> Result<Self, ClientError> {
-        let s = UnixStream::connect(path).map_err(|source| ClientError::Connect {
+        let s = UnixStream::connect(path).map_err(|cause| ClientError::Connect {
             path: path.display().to_string(),
-            source,
+            cause,
         })?;
         let reader = BufReader::new(s.try_clone()?);
         Ok(Self {
@@ -104,14 +110,21 @@ impl Client {
         let mut line = serde_json::to_vec(&json!({"id": id, "method": method, "params": params}))
             .map_err(|e| ClientError::Protocol(e.to_string()))?;
         line.push(b'\n');
-        self.writer.write_all(&line)?;
-        self.read_response()
+        self.send(&line)
+    }
+
+    /// Write a request and read its response. A server that refuses the connection answers
+    /// and closes it, possibly before the request is written: its answer is still read.
+    fn send(&mut self, line: &[u8]) -> Result<Response, ClientError> {
+        match self.writer.write_all(line) {
+            Ok(()) => self.read_response(),
+            Err(e) => self.read_response().map_err(|_| ClientError::Io(e)),
+        }
     }
 
     /// Send a raw line (tests of bad input) and read one response.
     pub fn raw(&mut self, line: &[u8]) -> Result<Response, ClientError> {
-        self.writer.write_all(line)?;
-        self.read_response()
+        self.send(line)
     }
 
     fn read_response(&mut self) -> Result<Response, ClientError> {

@@ -792,3 +792,32 @@ fn restore_resumes_after_a_crash_without_undoing_host_writes() {
     rig.eventually("the restore to finish", || !rig.sync(id).restoring);
     assert_same(&rig.read_all("a"), &want, "images");
 }
+
+/// Split needs an asynchronous target caught up; one that cannot catch up within the drain
+/// timeout makes Split answer 3 (Timeout) and change nothing.
+#[test]
+fn split_times_out_when_the_target_cannot_catch_up() {
+    let mut rig = Rig::new(&[("a", 4 * MIB), ("t", 4 * MIB)]);
+    rig.cfg.drain_timeout = Duration::from_millis(50);
+    rig.restart();
+    rig.svc.create_group(Some("tg"), &["t".into()]).unwrap();
+    let gid = rig.create(CreateGroupReplica {
+        sync_type: Some(6),
+        mode: Some(3),
+        source_element: Some("a".into()),
+        target_group: Some("tg".into()),
+        ..Default::default()
+    });
+    let id = rig.pairs(gid)[0];
+    rig.faulty["t"].latency_us.store(100_000, Ordering::Relaxed);
+    for i in 0..8u64 {
+        rig.write("a", i * CHUNK, CHUNK as usize, 0x50 + i as u8);
+    }
+    let e = rig.try_modify(SPLIT, gid, false).unwrap_err();
+    assert_eq!(e.code, ReturnCode::Timeout, "{e:?}");
+    assert_eq!(rig.state(id), CopyState::Synchronized, "nothing was split");
+    rig.faulty["t"].latency_us.store(0, Ordering::Relaxed);
+    rig.modify(SPLIT, gid);
+    assert_eq!(rig.state(id), CopyState::Split);
+    assert_same(&rig.read_all("t"), &rig.read_all("a"), "split target");
+}

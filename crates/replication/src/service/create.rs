@@ -772,7 +772,7 @@ impl ReplicationService {
                 cat.alloc_id(),
                 members
                     .iter()
-                    .map(|&m| (m, self.bump(m)))
+                    .map(|&m| (m, self.start_gen(m)))
                     .collect::<Vec<_>>(),
             )
         });
@@ -792,41 +792,29 @@ impl ReplicationService {
             job
         });
         let target_group = Some(target_group);
-        match (job, wait) {
-            (Some(j), Some(CopyState::Unsynchronized)) | (Some(j), None)
-                if !self.job_finishes(j, self.quick_wait()) =>
-            {
-                let _ = wait;
-                Ok(CreateOutcome {
-                    code: ReturnCode::JobStarted,
-                    job: Some(j),
-                    synchronization: Some(gid),
-                    target_group,
-                })
-            }
-            (Some(j), Some(_)) if !self.job_finishes(j, self.quick_wait()) => Ok(CreateOutcome {
-                code: ReturnCode::JobStarted,
-                job: Some(j),
+        let done = |code, job| {
+            Ok(CreateOutcome {
+                code,
+                job,
                 synchronization: Some(gid),
-                target_group,
-            }),
+                target_group: target_group.clone(),
+            })
+        };
+        match (job, wait) {
+            // Unsynchronized is reached as soon as the copy runs: the method is complete,
+            // the copy goes on (CopyState and PercentSynced show it).
+            (Some(_), Some(CopyState::Unsynchronized)) | (None, _) => {
+                done(ReturnCode::Completed, None)
+            }
+            (Some(j), _) if !self.job_finishes(j, self.quick_wait()) => {
+                done(ReturnCode::JobStarted, Some(j))
+            }
             (Some(j), _) => match self.jobs.get(j) {
                 Some(info) if info.state == JobState::Exception => {
                     Err(MethodError::failed(info.error.unwrap_or_default()))
                 }
-                _ => Ok(CreateOutcome {
-                    code: ReturnCode::Completed,
-                    job: None,
-                    synchronization: Some(gid),
-                    target_group,
-                }),
+                _ => done(ReturnCode::Completed, None),
             },
-            (None, _) => Ok(CreateOutcome {
-                code: ReturnCode::Completed,
-                job: None,
-                synchronization: Some(gid),
-                target_group,
-            }),
         }
     }
 
@@ -1011,7 +999,7 @@ impl ReplicationService {
         let Some(s) = cat.syncs.remove(&id) else {
             return Ok(());
         };
-        self.bump(id);
+        self.cancel_copy(id);
         let (source, snap, clone, mirror) = {
             let mut rt = self.rt();
             let source = rt.volumes.get(&s.source).cloned();
@@ -1098,7 +1086,7 @@ impl ReplicationService {
             }
             cat.alloc_id()
         };
-        let gens: Vec<(u64, u64)> = ids.iter().map(|&i| (i, self.bump(i))).collect();
+        let gens: Vec<(u64, u64)> = ids.iter().map(|&i| (i, self.start_gen(i))).collect();
         self.spawn_job(job, name, method, gens, refs, Work::Copy);
         job
     }
@@ -1114,6 +1102,7 @@ impl ReplicationService {
         work: Work,
     ) {
         self.jobs.start(job, name, method, refs);
+        let all = gens.clone();
         if work == Work::Restore {
             let mut rt = self.rt();
             for (id, _) in &gens {
@@ -1157,6 +1146,10 @@ impl ReplicationService {
             .spawn(run)
             .is_err()
         {
+            for (id, g) in all {
+                self.end_copy(id, g);
+                self.rt().restoring.remove(&id);
+            }
             self.jobs
                 .finish(job, Err("could not start a thread".into()));
         }

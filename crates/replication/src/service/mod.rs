@@ -77,6 +77,9 @@ pub struct ServiceConfig {
     /// Bytes an asynchronous mirror (or consistent group) may lag before it falls back to
     /// change tracking and resynchronizes (0: [`ASYNC_MIRROR_MAX_LAG_BYTES`]).
     pub async_max_lag: u64,
+    /// How long Split waits for an asynchronous target to catch up before it answers 3
+    /// (Timeout).
+    pub drain_timeout: Duration,
 }
 
 impl ServiceConfig {
@@ -91,6 +94,7 @@ impl ServiceConfig {
             }],
             quick_wait: Duration::from_secs(2),
             async_max_lag: 0,
+            drain_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -149,8 +153,10 @@ pub(crate) struct Runtime {
     pub(crate) clones: HashMap<u64, Arc<Clone>>,
     pub(crate) mirrors: HashMap<u64, Arc<Mirror>>,
     pub(crate) als: HashMap<String, Arc<ActivityLog>>,
-    /// Bumped to cancel a relationship's running copy.
+    /// Copy generations: bumped to stop a relationship's running copy.
     pub(crate) gens: HashMap<u64, u64>,
+    /// Relationships with a job running, and the job's generation.
+    pub(crate) running: HashMap<u64, u64>,
     /// Journals shared by consistent asynchronous group mirrors.
     pub(crate) journals: HashMap<u64, Arc<JournalGroup>>,
     /// Pairs being restored, with the job doing it.
@@ -275,6 +281,11 @@ impl ReplicationService {
         self.cfg.quick_wait
     }
 
+    /// How long Split waits for asynchronous targets.
+    pub(crate) fn drain_timeout(&self) -> Duration {
+        self.cfg.drain_timeout
+    }
+
     /// The asynchronous lag bound.
     pub(crate) fn max_lag(&self) -> u64 {
         if self.cfg.async_max_lag == 0 {
@@ -381,7 +392,7 @@ impl ReplicationService {
         let mut restore_gens = Vec::new();
         for id in restores {
             match self.begin_restore(&mut cat, id, true) {
-                Ok(()) => restore_gens.push((id, self.bump(id))),
+                Ok(()) => restore_gens.push((id, self.start_gen(id))),
                 Err(e) => {
                     tracing::error!(sync = id, error = %e.message, "cannot resume the restore: broken");
                     if let Some(r) = cat.syncs.get_mut(&id) {
@@ -629,7 +640,7 @@ impl ReplicationService {
                 .iter()
                 .filter(|(id, m)| {
                     m.state() == CopyState::Unsynchronized
-                        && !rt.gens.contains_key(id)
+                        && !rt.running.contains_key(id)
                         && !rt.restoring.contains_key(id)
                 })
                 .filter_map(|(id, _)| cat.syncs.get(id).map(|s| (*id, s.recovery_mode)))
@@ -703,7 +714,7 @@ impl ReplicationService {
             }
             if s.restoring {
                 s.progress = ProgressStatus::Restoring;
-            } else if !rt.gens.contains_key(&s.id) {
+            } else if !rt.running.contains_key(&s.id) {
                 s.progress = modify::resting_progress(state);
             }
             if let Some(m) = rt.mirrors.get(&s.id) {
@@ -772,12 +783,20 @@ impl ReplicationService {
         self.stopping.load(Ordering::Relaxed)
     }
 
-    /// A new copy generation for a relationship (cancels the running one).
-    pub(crate) fn bump(&self, id: u64) -> u64 {
+    /// A new copy generation for a relationship: the running copy (if any) stops.
+    pub(crate) fn cancel_copy(&self, id: u64) -> u64 {
         let mut rt = self.rt();
         let g = rt.gens.entry(id).or_insert(0);
         *g += 1;
         *g
+    }
+
+    /// A new copy generation for a job about to run (the previous one stops); the pair
+    /// shows as busy until [`ReplicationService::end_copy`].
+    pub(crate) fn start_gen(&self, id: u64) -> u64 {
+        let g = self.cancel_copy(id);
+        self.rt().running.insert(id, g);
+        g
     }
 
     pub(crate) fn current_gen(&self, id: u64) -> u64 {
@@ -786,8 +805,8 @@ impl ReplicationService {
 
     pub(crate) fn end_copy(&self, id: u64, generation: u64) {
         let mut rt = self.rt();
-        if rt.gens.get(&id) == Some(&generation) {
-            rt.gens.remove(&id);
+        if rt.running.get(&id) == Some(&generation) {
+            rt.running.remove(&id);
         }
     }
 }

@@ -294,7 +294,11 @@ impl ReplicationService {
         drop(ops);
         r?;
         if let Some(j) = out.job {
-            let _ = wait;
+            if wait == Some(CopyState::Unsynchronized) {
+                // Reached as the copy starts; the copy goes on.
+                out.job = None;
+                return Ok(out);
+            }
             if self.job_finishes(j, self.quick_wait()) {
                 if let Some(info) = self.jobs.get(j)
                     && info.state == JobState::Exception
@@ -345,10 +349,25 @@ impl ReplicationService {
                 };
                 // Running copies stop first.
                 for m in members {
-                    self.bump(*m);
+                    self.cancel_copy(*m);
                 }
                 let cut =
                     consistent && matches!(op, Fracture | Split | Failover | Suspend | Deactivate);
+                if op == Split {
+                    // A split needs the targets caught up; if they cannot be within the
+                    // drain timeout, nothing is done (3 Timeout).
+                    let timeout = self.drain_timeout();
+                    self.with_barrier(cat, members, cut, |svc, _, m, _| {
+                        if svc.mirror(m)?.drain(timeout) {
+                            Ok(())
+                        } else {
+                            Err(MethodError::timeout(format!(
+                                "the asynchronous target of sync:{m} did not catch up within {} s; nothing was split",
+                                timeout.as_secs_f64()
+                            )))
+                        }
+                    })?;
+                }
                 self.with_barrier(cat, members, cut, |svc, cat, m, locked| {
                     svc.stop_flow(cat, m, op, state, locked)
                 })?;
@@ -419,7 +438,7 @@ impl ReplicationService {
                             s.progress = during;
                         }
                     }
-                    let gens = copies.iter().map(|&m| (m, self.bump(m))).collect();
+                    let gens = copies.iter().map(|&m| (m, self.start_gen(m))).collect();
                     let refs = copies.iter().map(|m| format!("sync:{m}")).collect();
                     let job = cat.alloc_id();
                     self.spawn_job(
@@ -437,7 +456,7 @@ impl ReplicationService {
             RestoreFromReplica | Failback => {
                 let mut gens = Vec::new();
                 for &m in members {
-                    gens.push((m, self.bump(m)));
+                    gens.push((m, self.start_gen(m)));
                     self.begin_restore(cat, m, false)?;
                 }
                 let refs = members.iter().map(|m| format!("sync:{m}")).collect();
