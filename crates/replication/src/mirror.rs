@@ -62,6 +62,9 @@ struct TargetWrite {
 
 type TargetJob = (TargetWrite, Sender<blockdev::Result<()>>);
 
+/// Threads applying a synchronous mirror's target writes.
+const TARGET_WRITERS: usize = 4;
+
 /// A mirror between two volumes.
 #[derive(Debug)]
 pub struct Mirror {
@@ -207,12 +210,14 @@ impl Mirror {
             bitmap_paths,
             guard: Mutex::new(None),
         });
-        let weak = Arc::downgrade(&m);
-        let _ = std::thread::Builder::new()
-            .name(format!("mirror-{id}-writer"))
-            .spawn(move || {
-                target_writer(weak, rx);
-            });
+        // Target writes of concurrent host writes run concurrently (overlapping writes never
+        // are: the source volume orders them).
+        for k in 0..TARGET_WRITERS {
+            let (weak, rx) = (Arc::downgrade(&m), rx.clone());
+            let _ = std::thread::Builder::new()
+                .name(format!("mirror-{id}-w{k}"))
+                .spawn(move || target_writer(weak, rx));
+        }
         m
     }
 

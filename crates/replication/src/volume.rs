@@ -167,6 +167,7 @@ pub struct Volume {
     base: Arc<dyn BlockDevice>,
     gate: RwLock<()>,
     locks: ChunkLocks,
+    ranges: crate::locks::RangeLocks,
     hooks: RwLock<Vec<Arc<dyn WriteHook>>>,
     restore: RwLock<Option<Arc<dyn RestoreSource>>>,
     /// Microseconds since `EPOCH` of the last host write (0: none yet).
@@ -191,6 +192,7 @@ impl Volume {
             base,
             gate: RwLock::new(()),
             locks: ChunkLocks::default(),
+            ranges: crate::locks::RangeLocks::default(),
             hooks: RwLock::new(Vec::new()),
             restore: RwLock::new(None),
             last_write: std::sync::atomic::AtomicU64::new(0),
@@ -277,6 +279,9 @@ impl Volume {
 
     fn write_op(&self, w: &Write<'_>) -> blockdev::Result<()> {
         let hooks = self.hooks();
+        // With relationships, overlapping writes are applied in one order everywhere.
+        let _order =
+            (!w.locked && !hooks.is_empty()).then(|| self.ranges.lock(w.offset, w.offset + w.len));
         for h in &hooks {
             h.prepare(self, w)?;
         }

@@ -1,0 +1,136 @@
+#!/usr/bin/env bash
+# The cost of replication in the write path, as ratios to the same server's LUN without
+# replication, measured side by side in one run with a third-party initiator (qemu-img
+# bench over QEMU's iscsi:// driver).
+#
+# One ironlun serves four 1 GiB LUNs: plain, the source of a synchronous mirror, the source
+# of an asynchronous mirror, and the source of a snapshot. Each round runs every pattern on
+# every LUN, alternating LUNs; the table shows medians over the rounds.
+#
+#   - 4 KiB writes at depth 1 (IOPS and mean latency) and depth 32, 1 MiB writes at depth 32;
+#   - snapshot: 4 KiB writes one per 64 KiB chunk (every write copies a chunk first: "first
+#     write"), then the same writes again ("overwrite"); against the plain LUN with the same
+#     pattern.
+#
+# Usage: scripts/bench-replication.sh [--quick] [--rounds N]
+#   IRONLUN_IO_THREADS=n  the server's io_threads (default 4, as in its default configuration)
+#   IRONLUN_BIN=path      a prebuilt binary (default: cargo build --release)
+#   --quick   small counts and one round (the test suite runs this so the script cannot rot)
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+ROUNDS=3
+QUICK=0
+while [[ $# -gt 0 ]]; do
+    case "$1" in
+        --quick) QUICK=1; ROUNDS=1 ;;
+        --rounds) ROUNDS="$2"; shift ;;
+        *) echo "usage: $0 [--quick] [--rounds N]" >&2; exit 2 ;;
+    esac
+    shift
+done
+if [[ $QUICK == 1 ]]; then
+    N4K1=300; N4K32=2000; N1M=40; NSNAP=400; SIZE=256MiB
+else
+    N4K1=4000; N4K32=40000; N1M=600; NSNAP=12000; SIZE=1GiB
+fi
+
+command -v qemu-img >/dev/null || { echo "bench-replication: qemu-img is missing (scripts/install-deps.sh)" >&2; exit 1; }
+if [[ -z "${IRONLUN_BIN:-}" ]]; then
+    cargo build --release --quiet
+    IRONLUN_BIN=target/release/ironlun
+fi
+
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/ironlun-bench.XXXXXX")
+PORT=${BENCH_PORT:-$((20000 + RANDOM % 20000))}
+IQN=iqn.2026-11.io.ironlun:bench
+SERVER_PID=
+cleanup() {
+    if [[ -n $SERVER_PID ]]; then
+        kill "$SERVER_PID" 2>/dev/null || true
+        wait "$SERVER_PID" 2>/dev/null || true
+    fi
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+{
+    printf "[server]\ndata_dir = \"%s/data\"\nnop_interval_secs = 0\nio_threads = ${IRONLUN_IO_THREADS:-4}\n\n" "$WORK"
+    printf '[[portal]]\naddress = "127.0.0.1:%s"\n\n[[target]]\nname = "%s"\n' "$PORT" "$IQN"
+    for l in 0 1 2 3; do
+        printf '\n[[target.lun]]\nlun = %s\npath = "%s/lun%s.img"\nsize = "%s"\nname = "lun%s"\n' "$l" "$WORK" "$l" "$SIZE" "$l"
+    done
+} > "$WORK/ironlun.toml"
+
+"$IRONLUN_BIN" serve -c "$WORK/ironlun.toml" > "$WORK/stdout" 2> "$WORK/server.log" &
+SERVER_PID=$!
+for _ in $(seq 100); do
+    grep -q '^ironlun: ready' "$WORK/stdout" 2>/dev/null && break
+    sleep 0.1
+done
+grep -q '^ironlun: ready' "$WORK/stdout" || { echo "bench-replication: the server did not start" >&2; cat "$WORK/server.log" >&2; exit 1; }
+SOCK="$WORK/data/admin.sock"
+admin() { "$IRONLUN_BIN" admin --socket "$SOCK" "$@"; }
+
+# Fully written images, so that no row pays for allocating blocks.
+for l in 0 1 2 3; do
+    qemu-img bench -w -f raw -c $(( $(numfmt --from=iec "${SIZE%iB}") / 1048576 )) -d 16 -s 1M --pattern=0x11 \
+        "iscsi://127.0.0.1:$PORT/$IQN/$l" > /dev/null
+done
+admin replicate --source lun1 --sync-type mirror --mode sync --name syncm --wait > /dev/null
+admin replicate --source lun2 --sync-type mirror --mode async --name asyncm --wait > /dev/null
+
+# run LUN PATTERN-ARGS... -> seconds
+run() {
+    local lun=$1; shift
+    local out
+    out=$(qemu-img bench -w -f raw -t none "$@" "iscsi://127.0.0.1:$PORT/$IQN/$lun")
+    sed -n 's/^Run completed in \([0-9.]*\) seconds\./\1/p' <<< "$out"
+}
+
+declare -A T
+add() { T[$1]="${T[$1]:-} $2"; }
+
+for round in $(seq "$ROUNDS"); do
+    for lun in 0 1 2; do
+        add "4k1:$lun" "$(run $lun -c $N4K1 -d 1 -s 4k)"
+        add "4k32:$lun" "$(run $lun -c $N4K32 -d 32 -s 4k)"
+        add "1m32:$lun" "$(run $lun -c $N1M -d 32 -s 1M)"
+    done
+    # A fresh snapshot of lun3, then one 4 KiB write per 64 KiB chunk (first writes), then
+    # the same writes again (overwrites); the plain LUN with the same pattern alongside.
+    admin snapshot lun3 --name "snap$round" --wait > /dev/null
+    add "first:0" "$(run 0 -c $NSNAP -d 32 -s 4k -S 64k)"
+    add "first:3" "$(run 3 -c $NSNAP -d 32 -s 4k -S 64k)"
+    add "over:3" "$(run 3 -c $NSNAP -d 32 -s 4k -S 64k)"
+    add "over:0" "$(run 0 -c $NSNAP -d 32 -s 4k -S 64k)"
+    gsync=$(admin list group-syncs | awk -v n="snap$round" '$2 == n { print $1 }')
+    admin modify "$gsync" return-to-pool > /dev/null
+done
+
+median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{ a[NR] = $1 } END { print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
+secs() { median <<< "${T[$1]}"; }
+
+printf 'ironlun replication write cost, %s, %s, %s round(s), medians\n' "$(date -u +%F)" "$(nproc) cores" "$ROUNDS"
+printf '%-34s %12s %12s %10s\n' "pattern / LUN" "IOPS" "latency us" "vs plain"
+row() {
+    local label=$1 key=$2 lun=$3 base=$4 count=$5 qd=$6
+    local s b
+    s=$(secs "$key:$lun"); b=$(secs "$key:$base")
+    awk -v l="$label" -v s="$s" -v b="$b" -v n="$count" -v qd="$qd" 'BEGIN {
+        iops = n / s; lat = (qd == 1) ? sprintf("%.1f", s / n * 1e6) : "-";
+        printf "%-34s %12.0f %12s %9.2fx\n", l, iops, lat, s / b }'
+}
+row "4k write qd1, no replication" 4k1 0 0 $N4K1 1
+row "4k write qd1, sync mirror" 4k1 1 0 $N4K1 1
+row "4k write qd1, async mirror" 4k1 2 0 $N4K1 1
+row "4k write qd32, no replication" 4k32 0 0 $N4K32 32
+row "4k write qd32, sync mirror" 4k32 1 0 $N4K32 32
+row "4k write qd32, async mirror" 4k32 2 0 $N4K32 32
+row "1M write qd32, no replication" 1m32 0 0 $N1M 32
+row "1M write qd32, sync mirror" 1m32 1 0 $N1M 32
+row "1M write qd32, async mirror" 1m32 2 0 $N1M 32
+row "4k/64k-step qd32, no replication" first 0 0 $NSNAP 32
+row "4k/64k-step qd32, snapshot first" first 3 0 $NSNAP 32
+row "4k/64k-step qd32, snapshot over" over 3 0 $NSNAP 32
+echo "(\"vs plain\": time for the same writes relative to the LUN without replication; lower is better)"
