@@ -30,7 +30,7 @@ while [[ $# -gt 0 ]]; do
     shift
 done
 if [[ $QUICK == 1 ]]; then
-    N4K1=300; N4K32=2000; N1M=40; NSNAP=400; SIZE=256MiB
+    N4K1=300; N4K32=2000; N1M=40; NSNAP=400; SIZE=64MiB
 else
     N4K1=4000; N4K32=40000; N1M=600; NSNAP=12000; SIZE=1GiB
 fi

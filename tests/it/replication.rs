@@ -564,3 +564,24 @@ fn mirror_after_kill_resyncs_only_the_activity_log() {
         read(&mut i, 0, 19_968, 1024)
     );
 }
+
+/// The replication benchmark's quick mode, so that the script cannot rot.
+#[test]
+fn bench_replication_quick_mode_runs() {
+    drop(tool("qemu-img"));
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/bench-replication.sh");
+    let (ok, out) = run(std::process::Command::new("bash")
+        .arg(script)
+        .arg("--quick")
+        .env("IRONLUN_BIN", env!("CARGO_BIN_EXE_ironlun")));
+    assert!(ok, "{out}");
+    for row in [
+        "sync mirror",
+        "async mirror",
+        "snapshot first",
+        "snapshot over",
+    ] {
+        assert!(out.contains(row), "no {row} row in:\n{out}");
+    }
+}
