@@ -13,6 +13,7 @@
 mod error;
 mod file;
 mod mem;
+pub mod stripes;
 pub mod testing;
 
 use bytes::Bytes;

@@ -265,10 +265,10 @@ impl Clone {
                 pending.clear(c);
             }
         }
-        Arc::new(CloneRestore {
-            clone: self.clone(),
-            pending: Mutex::new(pending),
-        })
+        Arc::new(crate::volume::DeviceRestore::new(
+            self.target.clone(),
+            pending,
+        ))
     }
 
     /// After a restore: origin and clone are equal again.
@@ -344,47 +344,6 @@ impl WriteHook for Clone {
             self.st().phase = Phase::Broken;
         }
         Ok(())
-    }
-}
-
-#[derive(Debug)]
-struct CloneRestore {
-    clone: Arc<Clone>,
-    pending: Mutex<Bitmap>,
-}
-
-impl RestoreSource for CloneRestore {
-    fn pending(&self, c: u64) -> bool {
-        self.pending
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get(c)
-    }
-
-    fn read_chunk(&self, c: u64, buf: &mut [u8]) -> blockdev::Result<()> {
-        self.clone.target.read_at(buf, c * CHUNK)
-    }
-
-    fn restored(&self, c: u64) -> blockdev::Result<()> {
-        self.pending
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clear(c);
-        Ok(())
-    }
-
-    fn next_pending(&self, from: u64) -> Option<u64> {
-        self.pending
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .next_set(from)
-    }
-
-    fn remaining(&self) -> u64 {
-        self.pending
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .count()
     }
 }
 

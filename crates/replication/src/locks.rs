@@ -10,72 +10,42 @@
 //!   other, so that the source and every copy of it (a mirror target, a journal) apply
 //!   them in the same order. Writes that do not overlap run concurrently.
 
-use std::sync::{Condvar, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Condvar, Mutex};
+
+use blockdev::stripes::{ExclusiveStripes, SharedStripes, StripedLocks};
 
 /// Number of lock stripes; chunk `c` maps to stripe `c % STRIPES`.
-const STRIPES: u64 = 256;
+const STRIPES: usize = 256;
 
 /// Striped chunk locks.
 #[derive(Debug)]
 pub struct ChunkLocks {
-    stripes: Vec<RwLock<()>>,
+    stripes: StripedLocks,
 }
 
 /// Held shared chunk locks.
-pub struct SharedChunks<'a> {
-    _g: Vec<RwLockReadGuard<'a, ()>>,
-}
+pub type SharedChunks<'a> = SharedStripes<'a>;
 
 /// Held exclusive chunk locks.
-pub struct ExclusiveChunks<'a> {
-    _g: Vec<RwLockWriteGuard<'a, ()>>,
-}
+pub type ExclusiveChunks<'a> = ExclusiveStripes<'a>;
 
 impl Default for ChunkLocks {
     fn default() -> Self {
         Self {
-            stripes: (0..STRIPES).map(|_| RwLock::new(())).collect(),
+            stripes: StripedLocks::new(STRIPES),
         }
     }
 }
 
 impl ChunkLocks {
-    fn stripes(first: u64, last: u64) -> Vec<usize> {
-        if last - first + 1 >= STRIPES {
-            return (0..STRIPES as usize).collect();
-        }
-        let mut v: Vec<usize> = (first..=last).map(|c| (c % STRIPES) as usize).collect();
-        v.sort_unstable();
-        v.dedup();
-        v
-    }
-
     /// Lock chunks `first..=last` shared.
     pub fn shared(&self, first: u64, last: u64) -> SharedChunks<'_> {
-        SharedChunks {
-            _g: Self::stripes(first, last)
-                .into_iter()
-                .map(|i| {
-                    self.stripes[i]
-                        .read()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner)
-                })
-                .collect(),
-        }
+        self.stripes.shared(first, last)
     }
 
     /// Lock chunks `first..=last` exclusively.
     pub fn exclusive(&self, first: u64, last: u64) -> ExclusiveChunks<'_> {
-        ExclusiveChunks {
-            _g: Self::stripes(first, last)
-                .into_iter()
-                .map(|i| {
-                    self.stripes[i]
-                        .write()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner)
-                })
-                .collect(),
-        }
+        self.stripes.exclusive(first, last)
     }
 }
 

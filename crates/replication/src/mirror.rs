@@ -600,10 +600,10 @@ impl Mirror {
             p.union(&st.target_dirty);
             p
         };
-        Arc::new(TargetRestore {
-            target: self.target(),
-            pending: Mutex::new(pending),
-        })
+        Arc::new(crate::volume::DeviceRestore::new(
+            self.target().base().clone(),
+            pending,
+        ))
     }
 
     /// A restore starts: the source is the primary again (its writes restore first) and
@@ -925,46 +925,5 @@ impl WriteHook for TargetGuard {
                 st.target_dirty.set(c);
             }
         }
-    }
-}
-
-#[derive(Debug)]
-struct TargetRestore {
-    target: Arc<Volume>,
-    pending: Mutex<Bitmap>,
-}
-
-impl RestoreSource for TargetRestore {
-    fn pending(&self, c: u64) -> bool {
-        self.pending
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get(c)
-    }
-
-    fn read_chunk(&self, c: u64, buf: &mut [u8]) -> blockdev::Result<()> {
-        self.target.base().read_at(buf, c * CHUNK)
-    }
-
-    fn restored(&self, c: u64) -> blockdev::Result<()> {
-        self.pending
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clear(c);
-        Ok(())
-    }
-
-    fn next_pending(&self, from: u64) -> Option<u64> {
-        self.pending
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .next_set(from)
-    }
-
-    fn remaining(&self) -> u64 {
-        self.pending
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .count()
     }
 }

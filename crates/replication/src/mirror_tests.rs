@@ -169,20 +169,7 @@ fn async_mirror_is_a_prefix_and_split_drains() {
 
 #[test]
 fn async_journal_overflow_falls_back_to_tracking() {
-    let src = Volume::new("src", Arc::new(MemDevice::new(SIZE)));
-    let faulty = FaultyDevice::new(Arc::new(MemDevice::new(SIZE)));
-    let tgt = Volume::new("tgt", faulty.clone());
-    let m = Mirror::new(
-        2,
-        src.clone(),
-        tgt.clone(),
-        Mode::Asynchronous,
-        CopyState::Unsynchronized,
-        Bitmap::full(CHUNKS),
-        Bitmap::new(CHUNKS),
-        None,
-    );
-    m.attach();
+    let (src, tgt, faulty, m) = pair(Mode::Asynchronous);
     m.resync(&|_, _| {}, &|| false).unwrap();
     faulty.latency_us.store(50_000, Ordering::Relaxed);
     // 64 MiB journal: write more than that quickly.

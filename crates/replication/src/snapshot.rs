@@ -211,10 +211,10 @@ impl Snapshot {
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone();
-        Arc::new(SnapshotRestore {
-            snap: self.clone(),
-            pending: Mutex::new(pending),
-        })
+        Arc::new(crate::volume::DeviceRestore::new(
+            self.store.clone(),
+            pending,
+        ))
     }
 
     /// The snapshot as a block device.
@@ -247,47 +247,6 @@ impl WriteHook for Snapshot {
 
     fn flush(&self) -> blockdev::Result<()> {
         Ok(())
-    }
-}
-
-#[derive(Debug)]
-struct SnapshotRestore {
-    snap: Arc<Snapshot>,
-    pending: Mutex<Bitmap>,
-}
-
-impl RestoreSource for SnapshotRestore {
-    fn pending(&self, c: u64) -> bool {
-        self.pending
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get(c)
-    }
-
-    fn read_chunk(&self, c: u64, buf: &mut [u8]) -> blockdev::Result<()> {
-        self.snap.store.read_at(buf, c * CHUNK)
-    }
-
-    fn restored(&self, c: u64) -> blockdev::Result<()> {
-        self.pending
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clear(c);
-        Ok(())
-    }
-
-    fn next_pending(&self, from: u64) -> Option<u64> {
-        self.pending
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .next_set(from)
-    }
-
-    fn remaining(&self) -> u64 {
-        self.pending
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .count()
     }
 }
 

@@ -135,6 +135,53 @@ pub trait RestoreSource: Send + Sync + std::fmt::Debug {
     }
 }
 
+/// The common restore source: chunks of `pending` are read from a device at their own
+/// offset (a snapshot store, a clone, a mirror target).
+#[derive(Debug)]
+pub struct DeviceRestore {
+    from: Arc<dyn BlockDevice>,
+    pending: std::sync::Mutex<crate::bitmap::Bitmap>,
+}
+
+impl DeviceRestore {
+    /// Restore the chunks of `pending` from `from`.
+    pub fn new(from: Arc<dyn BlockDevice>, pending: crate::bitmap::Bitmap) -> Self {
+        Self {
+            from,
+            pending: std::sync::Mutex::new(pending),
+        }
+    }
+
+    fn map(&self) -> std::sync::MutexGuard<'_, crate::bitmap::Bitmap> {
+        self.pending
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+impl RestoreSource for DeviceRestore {
+    fn pending(&self, c: u64) -> bool {
+        self.map().get(c)
+    }
+
+    fn read_chunk(&self, c: u64, buf: &mut [u8]) -> blockdev::Result<()> {
+        self.from.read_at(buf, c * CHUNK)
+    }
+
+    fn restored(&self, c: u64) -> blockdev::Result<()> {
+        self.map().clear(c);
+        Ok(())
+    }
+
+    fn next_pending(&self, from: u64) -> Option<u64> {
+        self.map().next_set(from)
+    }
+
+    fn remaining(&self) -> u64 {
+        self.map().count()
+    }
+}
+
 /// Bring every pending chunk back (the background part of a restore), reporting progress
 /// as (done, total) and stopping early when `cancel` says so. Returns the chunks restored.
 pub fn run_restore(

@@ -20,6 +20,23 @@ use replication::{
 
 const MIB: u64 = 1 << 20;
 
+/// A mirror of `source` into the existing (configured, fault-injecting) volume `target`;
+/// returns the group relationship and the pair.
+fn mirror_into(rig: &Rig, source: &str, target: &str, mode: u16) -> (u64, u64) {
+    let group = format!("{target}-g");
+    rig.svc
+        .create_group(Some(&group), &[target.into()])
+        .unwrap();
+    let gid = rig.create(CreateGroupReplica {
+        sync_type: Some(6),
+        mode: Some(mode),
+        source_element: Some(source.into()),
+        target_group: Some(group),
+        ..Default::default()
+    });
+    (gid, rig.pairs(gid)[0])
+}
+
 // Operation numbers (smis-replication.md 2.4).
 const ABORT: u16 = 2;
 const ACTIVATE_CONSISTENCY: u16 = 3;
@@ -258,16 +275,7 @@ fn sync_mirror_follows_every_write_and_counts_resync_and_restore() {
 #[test]
 fn failing_target_breaks_the_pair_not_the_host_io() {
     let rig = Rig::new(&[("a", 2 * MIB), ("t", 2 * MIB)]);
-    rig.svc.create_group(Some("tg"), &["t".into()]).unwrap();
-    let p = CreateGroupReplica {
-        sync_type: Some(6),
-        mode: Some(2),
-        source_element: Some("a".into()),
-        target_group: Some("tg".into()),
-        ..Default::default()
-    };
-    let gid = rig.create(p);
-    let id = rig.pairs(gid)[0];
+    let (gid, id) = mirror_into(&rig, "a", "t", 2);
     assert_eq!(rig.sync(id).target, "t");
     rig.faulty["t"].fail_writes.store(true, Ordering::Relaxed);
     rig.write("a", 0, 2 * CHUNK as usize, 5);
@@ -315,15 +323,7 @@ fn async_overflow_falls_back_to_tracking_and_resyncs() {
         rig
     };
     let rig = dir_rig;
-    rig.svc.create_group(Some("tg"), &["t".into()]).unwrap();
-    let gid = rig.create(CreateGroupReplica {
-        sync_type: Some(6),
-        mode: Some(3),
-        source_element: Some("a".into()),
-        target_group: Some("tg".into()),
-        ..Default::default()
-    });
-    let id = rig.pairs(gid)[0];
+    let (_, id) = mirror_into(&rig, "a", "t", 3);
     // A slow target: the journal (256 KiB) overflows.
     rig.faulty["t"].latency_us.store(50_000, Ordering::Relaxed);
     for i in 0..16u64 {
@@ -800,15 +800,7 @@ fn split_times_out_when_the_target_cannot_catch_up() {
     let mut rig = Rig::new(&[("a", 4 * MIB), ("t", 4 * MIB)]);
     rig.cfg.drain_timeout = Duration::from_millis(50);
     rig.restart();
-    rig.svc.create_group(Some("tg"), &["t".into()]).unwrap();
-    let gid = rig.create(CreateGroupReplica {
-        sync_type: Some(6),
-        mode: Some(3),
-        source_element: Some("a".into()),
-        target_group: Some("tg".into()),
-        ..Default::default()
-    });
-    let id = rig.pairs(gid)[0];
+    let (gid, id) = mirror_into(&rig, "a", "t", 3);
     rig.faulty["t"].latency_us.store(100_000, Ordering::Relaxed);
     for i in 0..8u64 {
         rig.write("a", i * CHUNK, CHUNK as usize, 0x50 + i as u8);

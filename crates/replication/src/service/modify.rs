@@ -439,38 +439,29 @@ impl ReplicationService {
                         }
                     }
                     let gens = copies.iter().map(|&m| (m, self.start_gen(m))).collect();
-                    let refs = copies.iter().map(|m| format!("sync:{m}")).collect();
-                    let job = cat.alloc_id();
-                    self.spawn_job(
-                        job,
-                        &format!("sync:{id} {op:?}"),
-                        "ModifyReplicaSynchronization",
-                        gens,
-                        refs,
-                        Work::Copy,
-                    );
-                    out.job = Some(job);
+                    out.job = Some(self.start_job(cat, id, op, gens, Work::Copy));
                 }
                 Ok(())
             }
             RestoreFromReplica | Failback => {
                 let mut gens = Vec::new();
+                let mut failure = None;
                 for &m in members {
-                    gens.push((m, self.start_gen(m)));
-                    self.begin_restore(cat, m, false)?;
+                    let g = self.start_gen(m);
+                    match self.begin_restore(cat, m, false) {
+                        Ok(()) => gens.push((m, g)),
+                        Err(e) => {
+                            self.end_copy(m, g);
+                            failure = Some(e);
+                            break;
+                        }
+                    }
                 }
-                let refs = members.iter().map(|m| format!("sync:{m}")).collect();
-                let job = cat.alloc_id();
-                self.spawn_job(
-                    job,
-                    &format!("sync:{id} {op:?}"),
-                    "ModifyReplicaSynchronization",
-                    gens,
-                    refs,
-                    Work::Restore,
-                );
-                out.job = Some(job);
-                Ok(())
+                // Restores that began go on (their sources already read as the replica).
+                if !gens.is_empty() {
+                    out.job = Some(self.start_job(cat, id, op, gens, Work::Restore));
+                }
+                failure.map_or(Ok(()), Err)
             }
             ResetToSync | ResetToAsync => {
                 let mode = if op == ResetToSync {
@@ -576,6 +567,22 @@ impl ReplicationService {
                 Ok(())
             }
         }
+    }
+
+    /// Run the work of an operation on pairs as a job; returns the job id.
+    fn start_job(
+        self: &Arc<Self>,
+        cat: &mut Catalog,
+        id: u64,
+        op: Operation,
+        gens: Vec<(u64, u64)>,
+        work: Work,
+    ) -> u64 {
+        let refs = gens.iter().map(|(m, _)| format!("sync:{m}")).collect();
+        let job = cat.alloc_id();
+        let name = format!("sync:{id} {op:?}");
+        self.spawn_job(job, &name, "ModifyReplicaSynchronization", gens, refs, work);
+        job
     }
 
     fn mirror(&self, id: u64) -> Result<Arc<Mirror>, MethodError> {
