@@ -20,6 +20,8 @@ command -v qemu-system-x86_64 >/dev/null || need+=(qemu-system-x86)
 command -v cpio >/dev/null || need+=(cpio)
 # the real-initiator guest (scripts/guest/build.sh): readelf for the shared-library closure
 command -v readelf >/dev/null || need+=(binutils)
+# the disk-fault tests' FUSE file system (tests/support/faultfs.py), run by Debian's python3
+/usr/bin/python3 -c 'import fusepy' 2>/dev/null || need+=(python3-fusepy fuse3)
 if [[ ${#need[@]} -gt 0 ]]; then
     echo "install-deps: installing ${need[*]}"
     apt_update

@@ -18,6 +18,8 @@ pub struct Server {
     pub portals: Vec<SocketAddr>,
     /// The admin socket, when the server has one.
     admin: Option<PathBuf>,
+    /// Its log filter.
+    filter: String,
 }
 
 /// The default test target.
@@ -48,6 +50,14 @@ size = "64MiB"
     /// A server from a whole configuration (`{DIR}` is replaced by the temp dir; a [server]
     /// table with data_dir is added when missing).
     pub fn start_config(config: &str) -> Self {
+        Self::start_config_logging(
+            config,
+            &std::env::var("RUST_LOG").unwrap_or_else(|_| "debug".into()),
+        )
+    }
+
+    /// [`Server::start_config`] with its log filter (`RUST_LOG`) set to `filter`.
+    pub fn start_config_logging(config: &str, filter: &str) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let d = dir.path().display().to_string();
         let mut text = config.replace("{DIR}", &d);
@@ -56,12 +66,13 @@ size = "64MiB"
         }
         let cfg = dir.path().join("ironlun.toml");
         std::fs::write(&cfg, text).expect("write config");
-        let (child, portals, admin) = spawn(dir.path(), &cfg);
+        let (child, portals, admin) = spawn(dir.path(), &cfg, filter);
         Self {
             child,
             dir,
             portals,
             admin,
+            filter: filter.to_owned(),
         }
     }
 
@@ -77,7 +88,7 @@ size = "64MiB"
             }
         }
         let _ = self.child.wait();
-        let (child, portals, admin) = spawn(self.dir.path(), &self.config_path());
+        let (child, portals, admin) = spawn(self.dir.path(), &self.config_path(), &self.filter);
         self.child = child;
         self.portals = portals;
         self.admin = admin;
@@ -152,6 +163,7 @@ pub fn run(cmd: &mut Command) -> (bool, String) {
 fn spawn(
     dir: &std::path::Path,
     cfg: &std::path::Path,
+    filter: &str,
 ) -> (Child, Vec<SocketAddr>, Option<PathBuf>) {
     let log = std::fs::OpenOptions::new()
         .create(true)
@@ -161,10 +173,7 @@ fn spawn(
     let mut child = Command::new(env!("CARGO_BIN_EXE_ironlun"))
         .args(["serve", "-c"])
         .arg(cfg)
-        .env(
-            "RUST_LOG",
-            std::env::var("RUST_LOG").unwrap_or_else(|_| "debug".into()),
-        )
+        .env("RUST_LOG", filter)
         .stdout(Stdio::piped())
         .stderr(Stdio::from(log))
         .spawn()

@@ -114,6 +114,28 @@ impl Initiator {
         }
     }
 
+    /// Next PDU within `t`; None on timeout or close.
+    pub fn recv_within(&mut self, t: Duration) -> Option<Pdu> {
+        let old = self.stream.read_timeout().ok().flatten();
+        let _ = self.stream.set_read_timeout(Some(t));
+        let r = loop {
+            if let Some(f) = self.dec.decode(&mut self.buf).expect("decode") {
+                let pdu = f.pdu().expect("parse");
+                if let Some(sn) = stat_sn(&pdu) {
+                    self.exp_stat_sn = sn.wrapping_add(1);
+                }
+                break Some(pdu);
+            }
+            let mut tmp = [0u8; 65536];
+            match self.stream.read(&mut tmp) {
+                Ok(0) | Err(_) => break None,
+                Ok(n) => self.buf.extend_from_slice(&tmp[..n]),
+            }
+        };
+        let _ = self.stream.set_read_timeout(old);
+        r
+    }
+
     pub fn recv(&mut self) -> Pdu {
         self.try_recv().expect("connection closed")
     }

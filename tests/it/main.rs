@@ -8,10 +8,14 @@ mod harness;
 mod initiator;
 
 mod admin_socket;
+mod crash;
 mod discovery;
+mod faults;
 mod full_feature;
 mod guest;
+mod hostile;
 mod libiscsi;
 mod login;
 mod qemu;
 mod replication;
+mod security;

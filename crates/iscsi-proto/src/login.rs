@@ -355,7 +355,14 @@ impl Login {
     fn identify(&mut self, keys: &TextKeys, ctx: &dyn LoginContext) -> Result<(), LoginStatus> {
         for (k, v) in keys.iter() {
             match k {
-                "InitiatorName" => set_once(&mut self.initiator_name, v)?,
+                "InitiatorName" => {
+                    // RFC 7143 section 4.2.7: an iSCSI name, or the login cannot name the
+                    // initiator in ACLs, logs and reservations.
+                    if !is_iscsi_name(v) {
+                        return Err(LoginStatus::INITIATOR_ERROR);
+                    }
+                    set_once(&mut self.initiator_name, v)?
+                }
                 "InitiatorAlias" => self.initiator_alias = Some(v.to_owned()),
                 "TargetName" => set_once(&mut self.target_name, v)?,
                 "SessionType" => {
@@ -571,6 +578,18 @@ impl Login {
             data: if ok { answer.encode() } else { Bytes::new() },
         }
     }
+}
+
+/// Whether `name` has the form of an iSCSI name (RFC 7143 section 4.2.7): `iqn.`, `eui.`
+/// or `naa.`, at most 223 bytes of letters, digits, `.`, `-` and `:`.
+pub fn is_iscsi_name(name: &str) -> bool {
+    let lower = name.get(..4).map(str::to_ascii_lowercase);
+    name.len() > 4
+        && name.len() <= 223
+        && matches!(lower.as_deref(), Some("iqn." | "eui." | "naa."))
+        && name
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || b".-:".contains(&c))
 }
 
 fn set_once(slot: &mut Option<String>, v: &str) -> Result<(), LoginStatus> {

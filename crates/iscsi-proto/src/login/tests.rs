@@ -411,3 +411,26 @@ fn secrets_do_not_show_in_debug_output() {
         "{dbg}"
     );
 }
+
+#[test]
+fn initiator_names_must_be_iscsi_names() {
+    for ok in [
+        "iqn.1993-08.org.debian:01:abc",
+        "iqn.2007-10.com.github:sahlberg:libiscsi:iscsi-ls",
+        "eui.02004567A425678D",
+        "naa.52004567BA64678D",
+        "IQN.2026-11.X:y",
+    ] {
+        assert!(is_iscsi_name(ok), "{ok}");
+    }
+    for bad in [
+        "",
+        "iqn.",
+        "not a name",
+        "iqn.2026-11.x:a b",
+        "host1",
+        &format!("iqn.{}", "a".repeat(230)),
+    ] {
+        assert!(!is_iscsi_name(bad), "{bad}");
+    }
+}
