@@ -19,3 +19,4 @@ mod login;
 mod qemu;
 mod replication;
 mod security;
+mod soak;
