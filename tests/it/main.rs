@@ -17,6 +17,8 @@ mod hostile;
 mod libiscsi;
 mod login;
 mod qemu;
+mod remote;
 mod replication;
 mod security;
 mod soak;
+mod tgt;

@@ -14,6 +14,8 @@ pub enum BlockErrorKind {
     Unsupported,
     /// The device is read-only.
     ReadOnly,
+    /// The device cannot be reached now (a remote target whose link is down).
+    Unreachable,
 }
 
 /// A block device error: a kind, a context string and the underlying OS error, if any.
