@@ -309,6 +309,20 @@ fn create_group_replica_rules_and_return_codes() {
         &mut c,
         m,
         json!({"SyncType": 6, "SourceElement": lun0, "TargetAccessPoint": "remote"}),
+        5,
+        Some("TargetAccessPoint"),
+    );
+    refused(
+        &mut c,
+        m,
+        json!({"SyncType": 6, "SourceElement": lun0, "TargetAccessPoint": "accesspoint:nope"}),
+        5,
+        Some("TargetAccessPoint"),
+    );
+    refused(
+        &mut c,
+        m,
+        json!({"SyncType": 7, "SourceElement": lun0, "TargetAccessPoint": "accesspoint:nope"}),
         1,
         Some("TargetAccessPoint"),
     );
@@ -567,7 +581,7 @@ fn modify_rules_and_return_codes() {
     refused(
         &mut c,
         "GetSupportedOperations",
-        json!({"ReplicationType": 4}),
+        json!({"ReplicationType": 8}),
         1,
         Some("ReplicationType"),
     );
@@ -587,7 +601,7 @@ fn modify_rules_and_return_codes() {
     let caps = call(&mut c, "GetInstance", json!({"Ref": "service:replication"}));
     assert_eq!(
         caps.get("Instance").unwrap()["SupportedReplicationTypes"],
-        json!([2, 3, 6, 10])
+        json!([2, 3, 4, 5, 6, 10])
     );
 }
 

@@ -16,6 +16,7 @@ mod guest;
 mod hostile;
 mod libiscsi;
 mod login;
+mod proxy;
 mod qemu;
 mod remote;
 mod replication;

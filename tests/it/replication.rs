@@ -14,7 +14,7 @@ use crate::{
 const HOST: &str = "iqn.2026-11.test:host";
 
 /// A target with `n` LUNs of `size` each, volumes `test-lun0`, `test-lun1`, ...
-fn server(n: u16, size: &str, extra: &str) -> Server {
+pub fn server(n: u16, size: &str, extra: &str) -> Server {
     let mut cfg = format!(
         r#"
 [[portal]]
@@ -32,11 +32,11 @@ name = "{IQN}"
     Server::start_config(&cfg)
 }
 
-fn lun_id(lun: u16) -> u64 {
+pub fn lun_id(lun: u16) -> u64 {
     u64::from(lun) << 48
 }
 
-fn login(s: &Server) -> Initiator {
+pub fn login(s: &Server) -> Initiator {
     let mut i = Initiator::connect(s.addr());
     assert_eq!(i.login(HOST, IQN, &[]).status_class, 0);
     i.clear_ua(0);
@@ -44,11 +44,11 @@ fn login(s: &Server) -> Initiator {
 }
 
 /// Clear pending unit attentions of a LUN (power on, REPORTED LUNS DATA HAS CHANGED).
-fn settle(i: &mut Initiator, lun: u16) {
+pub fn settle(i: &mut Initiator, lun: u16) {
     i.clear_ua(lun_id(lun));
 }
 
-fn write(i: &mut Initiator, lun: u16, lba: u32, data: &[u8]) -> crate::initiator::Outcome {
+pub fn write(i: &mut Initiator, lun: u16, lba: u32, data: &[u8]) -> crate::initiator::Outcome {
     let blocks = (data.len() / 512) as u16;
     let mut cdb = [0x2a, 0, 0, 0, 0, 0, 0, 0, 0, 0];
     cdb[2..6].copy_from_slice(&lba.to_be_bytes());
@@ -56,7 +56,7 @@ fn write(i: &mut Initiator, lun: u16, lba: u32, data: &[u8]) -> crate::initiator
     i.scsi(lun_id(lun), &cdb, data, data.len() as u32, false)
 }
 
-fn write_ok(i: &mut Initiator, lun: u16, lba: u32, data: &[u8]) {
+pub fn write_ok(i: &mut Initiator, lun: u16, lba: u32, data: &[u8]) {
     let o = write(i, lun, lba, data);
     assert_eq!(
         o.status, 0,
@@ -65,7 +65,7 @@ fn write_ok(i: &mut Initiator, lun: u16, lba: u32, data: &[u8]) {
     );
 }
 
-fn read(i: &mut Initiator, lun: u16, lba: u32, blocks: u16) -> Vec<u8> {
+pub fn read(i: &mut Initiator, lun: u16, lba: u32, blocks: u16) -> Vec<u8> {
     let mut cdb = [0x28, 0, 0, 0, 0, 0, 0, 0, 0, 0];
     cdb[2..6].copy_from_slice(&lba.to_be_bytes());
     cdb[7..9].copy_from_slice(&blocks.to_be_bytes());
@@ -79,7 +79,7 @@ fn read(i: &mut Initiator, lun: u16, lba: u32, blocks: u16) -> Vec<u8> {
 }
 
 /// Sense key, ASC and ASCQ of fixed-format sense data.
-fn sense(o: &crate::initiator::Outcome) -> (u8, u8, u8) {
+pub fn sense(o: &crate::initiator::Outcome) -> (u8, u8, u8) {
     let s = &o.sense;
     (
         s.get(2).map_or(0, |k| k & 0x0f),
@@ -88,14 +88,14 @@ fn sense(o: &crate::initiator::Outcome) -> (u8, u8, u8) {
     )
 }
 
-fn pattern(len: usize, seed: u8) -> Vec<u8> {
+pub fn pattern(len: usize, seed: u8) -> Vec<u8> {
     (0..len)
         .map(|x| (x as u8).wrapping_mul(31).wrapping_add(seed))
         .collect()
 }
 
 /// Call a method that must succeed; a job is followed to JobState 7.
-fn ok(c: &mut Client, method: &str, params: Value) -> Response {
+pub fn ok(c: &mut Client, method: &str, params: Value) -> Response {
     let r = c.call(method, params.clone()).expect("admin call");
     assert!(r.ok(), "{method} {params}: {:?}", r.body);
     if r.code == 4096 {
@@ -105,7 +105,7 @@ fn ok(c: &mut Client, method: &str, params: Value) -> Response {
     r
 }
 
-fn wait_job(c: &mut Client, job: &str) -> Value {
+pub fn wait_job(c: &mut Client, job: &str) -> Value {
     let t = Instant::now();
     loop {
         let r = c.call("GetInstance", json!({"Ref": job})).expect("job");
@@ -126,7 +126,7 @@ fn wait_job(c: &mut Client, job: &str) -> Value {
     }
 }
 
-fn instance(c: &mut Client, r: &str) -> Value {
+pub fn instance(c: &mut Client, r: &str) -> Value {
     let resp = c
         .call("GetInstance", json!({"Ref": r}))
         .expect("GetInstance");
@@ -135,7 +135,7 @@ fn instance(c: &mut Client, r: &str) -> Value {
 }
 
 /// The pairs of a group relationship.
-fn pairs(c: &mut Client, gsync: &str) -> Vec<String> {
+pub fn pairs(c: &mut Client, gsync: &str) -> Vec<String> {
     instance(c, gsync)["IronLun_Members"]
         .as_array()
         .expect("members")
@@ -144,12 +144,12 @@ fn pairs(c: &mut Client, gsync: &str) -> Vec<String> {
         .collect()
 }
 
-fn copy_state(c: &mut Client, sync: &str) -> u64 {
+pub fn copy_state(c: &mut Client, sync: &str) -> u64 {
     instance(c, sync)["CopyState"].as_u64().expect("CopyState")
 }
 
 /// Expose a volume on the test target; returns its LUN.
-fn expose(c: &mut Client, volume: &str, read_only: Option<bool>) -> u16 {
+pub fn expose(c: &mut Client, volume: &str, read_only: Option<bool>) -> u16 {
     let mut p = json!({"TheElement": format!("volume:{volume}"), "Target": IQN});
     if let Some(ro) = read_only {
         p["ReadOnly"] = json!(ro);

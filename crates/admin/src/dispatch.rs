@@ -122,6 +122,21 @@ const METHODS: &[(&str, &[&str])] = &[
         ],
     ),
     ("CreateVolume", &["ElementName", "Size", "Pool"]),
+    (
+        "CreateAccessPoint",
+        &[
+            "Name",
+            "Portal",
+            "Target",
+            "Lun",
+            "InitiatorName",
+            "ChapUser",
+            "ChapSecret",
+            "MutualUser",
+            "MutualSecret",
+        ],
+    ),
+    ("DeleteAccessPoint", &["ServiceAccessPoint"]),
     ("DeleteVolume", &["TheElement"]),
     ("ExposeVolume", &["TheElement", "Target", "Lun", "ReadOnly"]),
     ("HideVolume", &["TheElement", "Target"]),
@@ -310,6 +325,41 @@ impl Dispatcher {
                     .create_volume(name, size, p.pool("Pool")?.as_deref())?;
                 ok(outs(&[("TheElement", json!(refs::volume(&v)))]))
             }
+            "CreateAccessPoint" => {
+                let pair = |u: &str, s: &str| -> Result<Option<(String, String)>, MethodError> {
+                    match (p.string(u)?, p.string(s)?) {
+                        (None, None) => Ok(None),
+                        (Some(u), Some(s)) => Ok(Some((u.to_owned(), s.to_owned()))),
+                        _ => Err(MethodError::invalid(u, format!("{u} and {s} go together"))),
+                    }
+                };
+                let rec = replication::service::AccessPointRec {
+                    name: p.req_string("Name")?.to_owned(),
+                    portal: p.req_string("Portal")?.to_owned(),
+                    target: p.req_string("Target")?.to_owned(),
+                    lun: p.uint("Lun", 16383)?.unwrap_or(0) as u16,
+                    initiator_name: p.string("InitiatorName")?.map(str::to_owned),
+                    chap: pair("ChapUser", "ChapSecret")?,
+                    mutual: pair("MutualUser", "MutualSecret")?,
+                };
+                let name = self.svc.create_access_point(rec)?;
+                ok(outs(&[(
+                    "ServiceAccessPoint",
+                    json!(Ref::AccessPoint(name).to_string()),
+                )]))
+            }
+            "DeleteAccessPoint" => {
+                let name = p
+                    .typed_ref("ServiceAccessPoint", "accesspoint", |r| match r {
+                        Ref::AccessPoint(n) => Some(n),
+                        _ => None,
+                    })?
+                    .ok_or_else(|| {
+                        MethodError::invalid("ServiceAccessPoint", "ServiceAccessPoint is required")
+                    })?;
+                self.svc.delete_access_point(&name)?;
+                ok(Outs::new())
+            }
             "DeleteVolume" => {
                 self.svc.delete_volume(&p.req_volume("TheElement")?)?;
                 ok(Outs::new())
@@ -489,7 +539,10 @@ impl Dispatcher {
             source_access_point: access("SourceAccessPoint")?,
             target_group: p.group("TargetGroup")?,
             target_element_count: p.uint("TargetElementCount", u64::MAX)?,
-            target_access_point: access("TargetAccessPoint")?,
+            target_access_point: p.typed_ref("TargetAccessPoint", "accesspoint", |r| match r {
+                Ref::AccessPoint(n) => Some(n),
+                _ => None,
+            })?,
             consistency: p.u16("Consistency")?,
             settings: settings(p)?,
             target_setting_goal: access("TargetSettingGoal")?,
@@ -621,6 +674,7 @@ impl Dispatcher {
                 .find(|p| p.name == *n)
                 .map(|p| instances::pool(p)),
             Ref::Aspect(i) => cat.aspects.get(i).map(instances::aspect),
+            Ref::AccessPoint(n) => cat.access_points.get(n).map(instances::access_point),
             Ref::Service => Some(instances::capabilities()),
         }
     }
@@ -656,6 +710,11 @@ impl Dispatcher {
                 .map(|p| instances::pool(p))
                 .collect(),
             "CIM_SynchronizationAspect" => cat.aspects.values().map(instances::aspect).collect(),
+            "CIM_ServiceAccessPoint" => cat
+                .access_points
+                .values()
+                .map(instances::access_point)
+                .collect(),
             "CIM_ReplicationServiceCapabilities" => vec![instances::capabilities()],
             _ => return None,
         })
@@ -718,7 +777,7 @@ fn replication_type_param(p: &Params<'_>) -> Result<(SyncType, Mode), MethodErro
         ));
     }
     match from_replication_type(rt) {
-        Some((s, m, false)) if instances::supported_types().contains(&(s, m)) => Ok((s, m)),
+        Some((s, m, r)) if instances::supported_types().contains(&(s, m, r)) => Ok((s, m)),
         _ => Err(MethodError::not_supported(
             "ReplicationType",
             format!("ReplicationType {rt} is not implemented; see SupportedReplicationTypes"),

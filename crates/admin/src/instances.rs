@@ -17,6 +17,7 @@ use crate::refs;
 /// The classes `EnumerateInstances` knows.
 pub const CLASSES: &[&str] = &[
     "CIM_StorageVolume",
+    "CIM_ServiceAccessPoint",
     "CIM_ReplicationGroup",
     "CIM_StorageSynchronized",
     "CIM_GroupSynchronized",
@@ -59,6 +60,7 @@ pub fn volume(v: &VolumeRec, cat: &Catalog) -> Value {
         VolumeKind::Created => "Created",
         VolumeKind::Replica { .. } => "Replica",
         VolumeKind::Independent => "Independent",
+        VolumeKind::Remote { .. } => "Remote",
     };
     let replica_of = cat
         .syncs
@@ -276,14 +278,32 @@ pub fn aspect(a: &replication::service::AspectRec) -> Value {
     })
 }
 
-/// The (SyncType, Mode) pairs ironlun implements, locally.
-pub fn supported_types() -> Vec<(SyncType, Mode)> {
+/// The (SyncType, Mode, remote) kinds ironlun implements.
+pub fn supported_types() -> Vec<(SyncType, Mode, bool)> {
     vec![
-        (SyncType::Mirror, Mode::Synchronous),
-        (SyncType::Mirror, Mode::Asynchronous),
-        (SyncType::Snapshot, Mode::Synchronous),
-        (SyncType::Clone, Mode::Synchronous),
+        (SyncType::Mirror, Mode::Synchronous, false),
+        (SyncType::Mirror, Mode::Asynchronous, false),
+        (SyncType::Mirror, Mode::Synchronous, true),
+        (SyncType::Mirror, Mode::Asynchronous, true),
+        (SyncType::Snapshot, Mode::Synchronous, false),
+        (SyncType::Clone, Mode::Synchronous, false),
     ]
+}
+
+/// CIM_ServiceAccessPoint (no secrets).
+pub fn access_point(a: &replication::service::AccessPointRec) -> Value {
+    json!({
+        "Ref": format!("accesspoint:{}", a.name),
+        "ClassName": "CIM_ServiceAccessPoint",
+        "Name": a.name,
+        "ElementName": a.name,
+        "IronLun_Portal": a.portal,
+        "IronLun_Target": a.target,
+        "IronLun_Lun": a.lun,
+        "IronLun_InitiatorName": a.initiator_name.as_deref().unwrap_or(replication::service::DEFAULT_INITIATOR),
+        "IronLun_ChapUser": a.chap.as_ref().map(|(u, _)| u),
+        "IronLun_MutualUser": a.mutual.as_ref().map(|(u, _)| u),
+    })
 }
 
 /// Element features (GetSupportedFeatures) of a SyncType.
@@ -310,7 +330,7 @@ pub const GROUP_FEATURES: &[u16] = &[2, 3, 5, 14, 15, 23, 56, 63];
 pub fn capabilities() -> Value {
     let types: Vec<Value> = supported_types()
         .into_iter()
-        .map(|(s, m)| {
+        .map(|(s, m, remote)| {
             let ops: Vec<Value> = table::supported_operations(s, None)
                 .into_iter()
                 .filter(|(o, _)| {
@@ -320,7 +340,7 @@ pub fn capabilities() -> Value {
                 .map(|(o, _)| json!(o))
                 .collect();
             json!({
-                "ReplicationType": replication_type(s, m, false),
+                "ReplicationType": replication_type(s, m, remote),
                 "SyncType": s,
                 "Mode": m,
                 "SupportedOperations": ops,
@@ -336,7 +356,7 @@ pub fn capabilities() -> Value {
         "ClassName": "CIM_ReplicationServiceCapabilities",
         "InstanceID": "ironlun:replication-capabilities",
         "ElementName": "ironlun replication",
-        "SupportedReplicationTypes": supported_types().into_iter().map(|(s, m)| replication_type(s, m, false)).collect::<Vec<_>>(),
+        "SupportedReplicationTypes": supported_types().into_iter().map(|(s, m, r)| replication_type(s, m, r)).collect::<Vec<_>>(),
         "SupportedStorageObjects": [2],
         // 3 CreateGroupReplica, 5 ModifyReplicaSynchronization (may return a job); 12..15
         // the group methods (never do).

@@ -111,6 +111,16 @@ impl<'a> Params<'a> {
         }
     }
 
+    /// A reference of one kind, picked by `pick` (`what` names the kind in errors).
+    pub(crate) fn typed_ref<T>(
+        &self,
+        name: &str,
+        what: &str,
+        pick: impl Fn(Ref) -> Option<T>,
+    ) -> Result<Option<T>, MethodError> {
+        self.typed(name, what, pick)
+    }
+
     fn typed<T>(
         &self,
         name: &str,

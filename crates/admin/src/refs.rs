@@ -19,6 +19,8 @@ pub enum Ref {
     Pool(String),
     /// A synchronization aspect left by Dissolve (CIM_SynchronizationAspect).
     Aspect(u64),
+    /// A remote target (CIM_ServiceAccessPoint).
+    AccessPoint(String),
     /// The replication service and its capabilities.
     Service,
 }
@@ -26,7 +28,7 @@ pub enum Ref {
 /// Why a string is not a reference.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "{0:?} is not a reference (volume:<name>, group:<name>, sync:<id>, job:<id>, pool:<name>, aspect:<id>)"
+    "{0:?} is not a reference (volume:<name>, group:<name>, sync:<id>, job:<id>, pool:<name>, aspect:<id>, accesspoint:<name>)"
 )]
 pub struct BadRef(pub String);
 
@@ -51,6 +53,7 @@ impl std::str::FromStr for Ref {
             "job" => Self::Job(id()?),
             "pool" => Self::Pool(name()?),
             "aspect" => Self::Aspect(id()?),
+            "accesspoint" => Self::AccessPoint(name()?),
             "service" if rest == "replication" => Self::Service,
             _ => return Err(bad()),
         })
@@ -66,6 +69,7 @@ impl fmt::Display for Ref {
             Self::Job(i) => write!(f, "job:{i}"),
             Self::Pool(n) => write!(f, "pool:{n}"),
             Self::Aspect(i) => write!(f, "aspect:{i}"),
+            Self::AccessPoint(n) => write!(f, "accesspoint:{n}"),
             Self::Service => f.write_str("service:replication"),
         }
     }
@@ -104,6 +108,7 @@ mod tests {
             "job:3",
             "pool:default",
             "aspect:9",
+            "accesspoint:dr",
             "service:replication",
         ] {
             assert_eq!(s.parse::<Ref>().unwrap().to_string(), s);

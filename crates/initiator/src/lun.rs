@@ -106,6 +106,22 @@ impl RemoteLun {
         Ok(me)
     }
 
+    /// A remote LUN whose size is already known, not connected yet: the first operation
+    /// logs in (after a restart, while the remote target may still be unreachable).
+    pub fn offline(cfg: Config, lun: u16, size: u64, block_size: u32) -> Self {
+        Self {
+            cfg,
+            lun: lun_field(lun),
+            size,
+            block_size: block_size.max(512),
+            unmap: false,
+            link: Mutex::new(Link {
+                session: None,
+                last_attempt: None,
+            }),
+        }
+    }
+
     /// The logical block size.
     pub fn block_size(&self) -> u32 {
         self.block_size

@@ -57,7 +57,10 @@ fn bench_codec(c: &mut Criterion) {
                 b.iter(|| black_box(enc.encode(black_box(&cmd))))
             });
             let wire = FrameEncoder::new(digests).encode(&cmd).to_bytes();
-            let dec = FrameDecoder { digests, max_data_segment: 1 << 24 };
+            let dec = FrameDecoder {
+                digests,
+                max_data_segment: 1 << 24,
+            };
             g.bench_function("decode write command", |b| {
                 b.iter(|| {
                     let mut buf = BytesMut::from(&wire[..]);

@@ -185,7 +185,16 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
     name.push(format!(".{}.{seq}.tmp", std::process::id()));
     let tmp = path.with_file_name(name);
     {
-        let mut f = File::create(&tmp)?;
+        // Owner only: the catalog holds the access points' CHAP secrets.
+        let mut f = {
+            use std::os::unix::fs::OpenOptionsExt;
+            OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&tmp)?
+        };
         f.write_all(data)?;
         f.sync_all()?;
     }

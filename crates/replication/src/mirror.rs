@@ -555,8 +555,7 @@ impl Mirror {
                 }
                 if self.st().out_of_sync.get(c) {
                     if let Err(e) = copy_chunk(&**source.base(), &**target.base(), c) {
-                        let mut st = self.st();
-                        st.state = CopyState::Broken;
+                        self.st().state = failed_state(&e);
                         return Err(e);
                     }
                     self.st().out_of_sync.clear(c);
@@ -716,6 +715,16 @@ impl Mirror {
     }
 }
 
+/// Where a pair goes when its target fails: Partitioned (16) when the target cannot be
+/// reached (a remote target's link), Broken (5) when it answers with an error.
+fn failed_state(e: &BlockError) -> CopyState {
+    if e.kind == BlockErrorKind::Unreachable {
+        CopyState::Partitioned
+    } else {
+        CopyState::Broken
+    }
+}
+
 fn copy_chunk(from: &dyn BlockDevice, to: &dyn BlockDevice, c: u64) -> blockdev::Result<()> {
     let len = CHUNK.min(from.size() - c * CHUNK) as usize;
     let mut buf = BytesMut::zeroed(len);
@@ -756,7 +765,7 @@ fn ship(g: Arc<JournalGroup>) {
         match m.apply_entry(&e) {
             Ok(()) => journal.applied(),
             Err(err) => {
-                tracing::warn!(mirror = m.id, error = %err, "asynchronous target failed: pair broken");
+                tracing::warn!(mirror = m.id, error = %err, "asynchronous target failed: tracking changes");
                 journal.retry_later();
                 g.members
                     .lock()
@@ -767,7 +776,7 @@ fn ship(g: Arc<JournalGroup>) {
                     .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
                 let entries = journal.take(m.id);
                 let mut st = m.st();
-                st.state = CopyState::Broken;
+                st.state = failed_state(&err);
                 st.journaling = false;
                 for x in entries {
                     for c in crate::bitmap::chunks(x.offset, x.len) {
@@ -843,9 +852,9 @@ impl WriteHook for Mirror {
         match (state, mode) {
             _ if forwards => {
                 if let Some(Err(e)) = copy {
-                    tracing::warn!(source = %vol.name, error = %e, "mirror target failed: pair broken");
+                    tracing::warn!(source = %vol.name, error = %e, "mirror target failed: tracking changes");
                     self.mark(w);
-                    self.st().state = CopyState::Broken;
+                    self.st().state = failed_state(&e);
                 }
             }
             (CopyState::Synchronized, Mode::Asynchronous) if journaling => {
@@ -873,7 +882,7 @@ impl WriteHook for Mirror {
         if follows {
             // SYNCHRONIZE CACHE reaches the target at the same durability.
             if let Err(e) = self.target().base().flush() {
-                self.st().state = CopyState::Broken;
+                self.st().state = failed_state(&e);
                 tracing::warn!(error = %e, "mirror target flush failed: pair broken");
             }
         }

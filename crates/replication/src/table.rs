@@ -103,23 +103,23 @@ pub(super) static TABLE: &[Transition] = &[
     t!(DeactivateConsistency, Mirror, [Initialized, Unsynchronized, Synchronized, Fractured, Split, Inactive, Suspended, Failedover, Prepared, Broken, Aborted], [], Completed, Unchanged),
     t!(Activate, Mirror, [Inactive, Prepared, Initialized], [], Synchronizing, CopySync),
     t!(Deactivate, Mirror, [Unsynchronized, Synchronized], [], Dormant, State(Inactive)),
-    t!(Detach, Mirror, [Synchronized, Fractured, Split, Suspended, Failedover, Broken, Inactive, Aborted, Prepared], [Synchronized, Suspended, Failedover, Broken, Inactive, Aborted, Prepared], Detaching, Deleted),
-    t!(Dissolve, Mirror, [Synchronized, Fractured, Split, Suspended, Inactive, Broken, Aborted], [], Terminating, Deleted),
+    t!(Detach, Mirror, [Synchronized, Fractured, Split, Suspended, Failedover, Broken, Inactive, Aborted, Prepared, Partitioned], [Synchronized, Suspended, Failedover, Broken, Inactive, Aborted, Prepared, Partitioned], Detaching, Deleted),
+    t!(Dissolve, Mirror, [Synchronized, Fractured, Split, Suspended, Inactive, Broken, Aborted, Partitioned], [], Terminating, Deleted),
     t!(Failover, Mirror, [Synchronized, Suspended, Fractured, Split, Broken, Partitioned], [], FailingOver, State(Failedover)),
     t!(Failback, Mirror, [Failedover], [], FailingBack, CopySync),
-    t!(Fracture, Mirror, [Synchronized, Suspended, Unsynchronized], [Unsynchronized], Fracturing, State(Fractured)),
-    t!(ResyncReplica, Mirror, [Fractured, Split, Broken, Aborted, Suspended, Skewed, Inactive], [], Resyncing, CopySync),
+    t!(Fracture, Mirror, [Synchronized, Suspended, Unsynchronized, Partitioned], [Unsynchronized], Fracturing, State(Fractured)),
+    t!(ResyncReplica, Mirror, [Fractured, Split, Broken, Aborted, Suspended, Skewed, Inactive, Partitioned], [], Resyncing, CopySync),
     t!(RestoreFromReplica, Mirror, [Fractured, Split], [], Restoring, CopySync),
     t!(Resume, Mirror, [Suspended], [], Resyncing, CopySync),
     t!(ResetToSync, Mirror, [Unsynchronized, Synchronized], [], Synchronizing, Unchanged),
     t!(ResetToAsync, Mirror, [Unsynchronized, Synchronized], [], Completed, Unchanged),
     t!(ReverseRoles, Mirror, [Synchronized, Fractured, Split], [], Completed, Unchanged),
     t!(Split, Mirror, [Synchronized], [], Splitting, State(Split)),
-    t!(Suspend, Mirror, [Unsynchronized, Synchronized], [], Suspending, State(Suspended)),
+    t!(Suspend, Mirror, [Unsynchronized, Synchronized, Partitioned], [], Suspending, State(Suspended)),
     t!(Prepare, Mirror, [Synchronized, Fractured, Split, Inactive, Aborted, Broken], [], Preparing, State(Prepared)),
     t!(Unprepare, Mirror, [Synchronized, Fractured, Split, Inactive, Aborted, Broken], [], Preparing, State(Prepared)),
     t!(AddSyncPair, Mirror, [Synchronized], [], Completed, Unchanged),
-    t!(RemoveSyncPair, Mirror, [Initialized, Unsynchronized, Synchronized, Fractured, Split, Inactive, Suspended, Failedover, Prepared, Broken, Aborted], [], Completed, Unchanged),
+    t!(RemoveSyncPair, Mirror, [Initialized, Unsynchronized, Synchronized, Fractured, Split, Inactive, Suspended, Failedover, Prepared, Broken, Aborted, Partitioned], [], Completed, Unchanged),
     // ---- Snapshot ----
     t!(Activate, Snapshot, [Inactive, Prepared], [], Completed, State(Synchronized)),
     t!(ActivateConsistency, Snapshot, [Synchronized, Inactive, Skewed, Broken], [], Completed, Unchanged),
@@ -190,6 +190,9 @@ pub fn supported_copy_states(sync: SyncType, op: Option<Operation>) -> Vec<CopyS
         None => {
             let mut v: Vec<CopyState> = STABLE.to_vec();
             v.extend([Unsynchronized, Failedover]);
+            if sync == SyncType::Mirror {
+                v.push(Partitioned);
+            }
             if sync == SyncType::Snapshot {
                 v.retain(|s| matches!(s, Synchronized | Inactive | Skewed | Broken | Prepared));
             }

@@ -22,6 +22,11 @@ pub enum VolumeKind {
     },
     /// A former replica, independent since Detach or Dissolve.
     Independent,
+    /// A LUN of a remote target (a remote mirror's target), reached through an access point.
+    Remote {
+        /// The access point.
+        access_point: String,
+    },
 }
 
 /// How a volume is exported.
@@ -170,6 +175,9 @@ pub struct Catalog {
     /// Synchronization aspects left by Dissolve.
     #[serde(default)]
     pub aspects: BTreeMap<u64, AspectRec>,
+    /// Remote targets (service access points).
+    #[serde(default)]
+    pub access_points: BTreeMap<String, super::remote::AccessPointRec>,
     /// Next id for relationships, groups and jobs.
     pub next_id: u64,
     /// The last run stopped cleanly (bitmaps saved, activity logs cleared).

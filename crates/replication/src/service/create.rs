@@ -448,10 +448,27 @@ impl ReplicationService {
             ));
         }
         if p.target_access_point.is_some() {
-            return Err(MethodError::not_supported(
-                "TargetAccessPoint",
-                "remote targets are not supported yet",
-            ));
+            if sync_type != SyncType::Mirror {
+                return Err(MethodError::not_supported(
+                    "TargetAccessPoint",
+                    "only mirrors have remote targets; snapshots and clones are local",
+                ));
+            }
+            if p.source_group.is_some()
+                || p.target_group.is_some()
+                || p.target_element_count.is_some_and(|n| n != 1)
+            {
+                return Err(MethodError::invalid(
+                    "TargetAccessPoint",
+                    "a remote mirror has one SourceElement and one target: the access point's LUN",
+                ));
+            }
+            if p.target_pool.is_some() {
+                return Err(MethodError::invalid(
+                    "TargetPool",
+                    "a remote mirror's target is the access point's LUN, not a pool volume",
+                ));
+            }
         }
         let sources: Vec<String> = match (&p.source_group, &p.source_element) {
             (Some(_), Some(_)) => {
@@ -674,6 +691,58 @@ impl ReplicationService {
             named.push((s.clone(), t, pairs.iter().any(|(_, x)| x.is_none())));
         }
 
+        // A remote mirror's target: the access point's LUN, logged in to now.
+        let remote_target = match &p.target_access_point {
+            Some(ap_name) => {
+                let ap = cat.access_points.get(ap_name).cloned().ok_or_else(|| {
+                    MethodError::invalid("TargetAccessPoint", format!("no access point {ap_name}"))
+                })?;
+                let (s, t, _) = &named[0];
+                let src = cat.volumes[s].clone();
+                let dev = self.open_remote(&ap)?;
+                if dev.size() < src.size {
+                    return Err(MethodError::invalid(
+                        "TargetAccessPoint",
+                        format!(
+                            "{} holds {} bytes, less than the {} of {s}",
+                            ap.url(),
+                            dev.size(),
+                            src.size
+                        ),
+                    ));
+                }
+                if dev.block_size() != src.block_size {
+                    return Err(MethodError::invalid(
+                        "TargetAccessPoint",
+                        format!(
+                            "{} has {}-byte blocks, {s} {}-byte",
+                            ap.url(),
+                            dev.block_size(),
+                            src.block_size
+                        ),
+                    ));
+                }
+                cat.volumes.insert(
+                    t.clone(),
+                    VolumeRec {
+                        name: t.clone(),
+                        path: ap.url(),
+                        size: src.size,
+                        block_size: src.block_size,
+                        pool: None,
+                        kind: VolumeKind::Remote {
+                            access_point: ap_name.clone(),
+                        },
+                        exposures: Vec::new(),
+                        uid: new_uid(t, 0),
+                    },
+                );
+                self.add_remote_volume(t, dev);
+                Some(t.clone())
+            }
+            None => None,
+        };
+
         // Create everything. Sources are quiesced together so that every member is cut at
         // one write barrier (snapshots and clones; mirrors need no point in time).
         let gid = cat.alloc_id();
@@ -706,7 +775,7 @@ impl ReplicationService {
             let id = cat.alloc_id();
             match self.make_pair(&mut cat, id, gid, sync_type, mode, s, t, &pool, &p.settings) {
                 Ok(created) => {
-                    if created {
+                    if created || remote_target.as_ref() == Some(t) {
                         created_targets.push(t.clone());
                     }
                     members.push(id);
@@ -722,6 +791,9 @@ impl ReplicationService {
             // Undo what was made.
             for id in members {
                 let _ = self.remove_pair(&mut cat, id, true);
+            }
+            if let Some(t) = &remote_target {
+                self.forget_remote_volume(&mut cat, t);
             }
             self.rt().journals.remove(&gid);
             self.save(&mut cat);
@@ -1035,6 +1107,7 @@ impl ReplicationService {
         }
         if delete_target {
             self.rt().volumes.remove(&s.target);
+            self.rt().remotes.remove(&s.target);
             if let Some(rec) = cat.volumes.remove(&s.target) {
                 let _ = std::fs::remove_file(&rec.path);
                 let _ = std::fs::remove_file(format!("{}.log", rec.path));
@@ -1042,6 +1115,13 @@ impl ReplicationService {
             for g in cat.groups.values_mut() {
                 g.members.retain(|m| *m != s.target);
             }
+        } else if cat
+            .volumes
+            .get(&s.target)
+            .is_some_and(|r| matches!(r.kind, VolumeKind::Remote { .. }))
+        {
+            // The data stays on the remote target; the reference to it goes.
+            self.forget_remote_volume(cat, &s.target);
         } else if let Some(r) = cat.volumes.get_mut(&s.target)
             && r.kind != VolumeKind::Configured
         {

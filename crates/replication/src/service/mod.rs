@@ -18,6 +18,7 @@ pub mod catalog;
 mod create;
 pub mod jobs;
 mod modify;
+mod remote;
 mod restore;
 pub mod settings;
 
@@ -40,6 +41,7 @@ pub use self::{
     create::{CreateGroupReplica, CreateOutcome},
     jobs::{JobInfo, Jobs},
     modify::{ModifyOutcome, ModifyReplicaSynchronization},
+    remote::{AccessPointRec, DEFAULT_INITIATOR},
     settings::ReplicationSettings,
 };
 use crate::{
@@ -163,6 +165,8 @@ pub(crate) struct Runtime {
     pub(crate) restoring: HashMap<u64, u64>,
     /// The restore sources installed on source volumes.
     pub(crate) restore_sources: HashMap<u64, Arc<restore::DurableRestore>>,
+    /// The devices of remote volumes, by volume name.
+    pub(crate) remotes: HashMap<String, Arc<initiator::RemoteLun>>,
 }
 
 /// A volume to export, as the server needs it.
@@ -356,6 +360,18 @@ impl ReplicationService {
             let opened_with_relationship = matches!(rec.kind, VolumeKind::Replica { sync }
                 if cat.syncs.get(&sync).is_some_and(|s| s.sync_type != SyncType::Mirror));
             if opened_with_relationship {
+                continue;
+            }
+            if let VolumeKind::Remote { access_point } = &rec.kind {
+                match cat.access_points.get(access_point) {
+                    Some(ap) => {
+                        let dev = self.remote_offline(ap, rec.size, rec.block_size);
+                        self.add_remote_volume(&rec.name, dev);
+                    }
+                    None => {
+                        tracing::error!(volume = %rec.name, %access_point, "the access point of a remote volume is gone")
+                    }
+                }
                 continue;
             }
             match FileDevice::open(Path::new(&rec.path), Some(rec.size), false) {
@@ -632,7 +648,56 @@ impl ReplicationService {
     /// are Unsynchronized with no copy running: resynchronize them, or with
     /// CopyRecoveryMode Manual (3) suspend them until Resume.
     pub fn auto_resync(self: &Arc<Self>) {
+        // Partitioned pairs whose remote target answers again (probed without the
+        // methods' lock: a login may take its timeout).
+        let partitioned: Vec<(u64, Arc<initiator::RemoteLun>)> = {
+            let cat = self.cat();
+            let rt = self.rt();
+            rt.mirrors
+                .iter()
+                .filter(|(id, m)| {
+                    m.state() == CopyState::Partitioned && !rt.running.contains_key(id)
+                })
+                .filter_map(|(id, _)| {
+                    let target = &cat.syncs.get(id)?.target;
+                    Some((*id, rt.remotes.get(target)?.clone()))
+                })
+                .collect()
+        };
+        let back: Vec<u64> = partitioned
+            .into_iter()
+            .filter(|(_, r)| r.reachable())
+            .map(|(id, _)| id)
+            .collect();
         let _ops = self.ops();
+        for id in back {
+            let Some(m) = self.rt().mirrors.get(&id).cloned() else {
+                continue;
+            };
+            if m.state() != CopyState::Partitioned {
+                continue;
+            }
+            let manual = self
+                .cat()
+                .syncs
+                .get(&id)
+                .is_some_and(|s| s.recovery_mode == 3);
+            if manual {
+                tracing::info!(
+                    sync = id,
+                    "the remote target is back: suspended until Resume (CopyRecoveryMode manual)"
+                );
+                m.stop_following(CopyState::Suspended);
+                let mut cat = self.cat();
+                self.save(&mut cat);
+            } else {
+                tracing::info!(
+                    sync = id,
+                    "the remote target is back: resynchronizing the changed chunks"
+                );
+                self.resume_copy(id);
+            }
+        }
         let todo: Vec<(u64, u16)> = {
             let cat = self.cat();
             let rt = self.rt();
