@@ -24,7 +24,7 @@ use bytes::Bytes;
 
 pub use self::{
     cmd::copy::LunResolver,
-    lu::{LogicalUnit, LuConfig},
+    lu::{LogicalUnit, LuConfig, alua},
     mode::ModeState,
     sense::{Sense, status},
     target::{LunMap, MissingLun},

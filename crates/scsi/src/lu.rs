@@ -6,7 +6,7 @@ use std::{
     path::PathBuf,
     sync::{
         Arc, Mutex, MutexGuard,
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicUsize, Ordering},
     },
 };
 
@@ -92,6 +92,9 @@ pub(crate) struct LuState {
     pub(crate) spc2_holder: Option<String>,
     /// Asymmetric access state per target port group (absent: active/optimized).
     pub(crate) alua: HashMap<u16, u8>,
+    /// The (relative port, target port group) pairs of the peer server that exports the
+    /// same logical unit (an HA pair), reported by REPORT TARGET PORT GROUPS.
+    pub(crate) peer_groups: Vec<(u16, u16)>,
     /// Results of EXTENDED COPY commands, for RECEIVE COPY RESULTS.
     pub(crate) copies: Vec<crate::cmd::copy::CopyResult>,
 }
@@ -107,6 +110,61 @@ pub struct LogicalUnit {
     state: Mutex<LuState>,
     pub(crate) locks: crate::lock::RangeLocks,
     pub(crate) sanitizing: Arc<AtomicBool>,
+    /// Commands admitted and still running (an access state change waits for them).
+    running: AtomicUsize,
+}
+
+/// Asymmetric access states (SPC-4 section 6.37, table 272).
+pub mod alua {
+    /// Active/optimized.
+    pub const ACTIVE_OPTIMIZED: u8 = 0x0;
+    /// Active/non-optimized.
+    pub const ACTIVE_NON_OPTIMIZED: u8 = 0x1;
+    /// Standby.
+    pub const STANDBY: u8 = 0x2;
+    /// Unavailable.
+    pub const UNAVAILABLE: u8 = 0x3;
+    /// Offline.
+    pub const OFFLINE: u8 = 0xe;
+    /// Transitioning between states.
+    pub const TRANSITIONING: u8 = 0xf;
+}
+
+/// Whether a command may run in an asymmetric access state (SPC-4 section 5.15.2.4; like
+/// LIO, READ CAPACITY is allowed in standby so that a host can size a standby path), and
+/// the sense data when it may not.
+fn alua_refusal(state: u8, cdb: &[u8]) -> Option<Sense> {
+    let op = cdb.first().copied().unwrap_or(0);
+    let sa = cdb.get(1).map_or(0, |b| b & 0x1f);
+    // INQUIRY, REPORT LUNS, REQUEST SENSE, READ/WRITE BUFFER, MAINTENANCE IN (REPORT TARGET
+    // PORT GROUPS and the other reports) and MAINTENANCE OUT.
+    let always = matches!(op, 0x12 | 0xa0 | 0x03 | 0x3c | 0x3b | 0xa3 | 0xa4);
+    match state {
+        alua::ACTIVE_OPTIMIZED | alua::ACTIVE_NON_OPTIMIZED => None,
+        alua::STANDBY => {
+            let allowed = always
+                || matches!(
+                    op,
+                    // LOG SELECT/SENSE, MODE SELECT/SENSE, RECEIVE/SEND DIAGNOSTIC,
+                    // READ CAPACITY(10), PERSISTENT RESERVE IN/OUT.
+                    0x4c | 0x4d | 0x15 | 0x55 | 0x1a | 0x5a | 0x1c | 0x1d | 0x25 | 0x5e | 0x5f
+                )
+                || (op == 0x9e && sa == 0x10);
+            (!allowed).then_some(Sense::STANDBY)
+        }
+        alua::UNAVAILABLE => (!always).then_some(Sense::UNAVAILABLE),
+        alua::TRANSITIONING => (!always).then_some(Sense::ALUA_TRANSITIONING),
+        _ => (!always).then_some(Sense::OFFLINE),
+    }
+}
+
+/// Counts a running command until dropped.
+struct Admitted<'a>(&'a AtomicUsize);
+
+impl Drop for Admitted<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Release);
+    }
 }
 
 impl LogicalUnit {
@@ -126,6 +184,7 @@ impl LogicalUnit {
             }),
             locks: crate::lock::RangeLocks::default(),
             sanitizing: Arc::new(AtomicBool::new(false)),
+            running: AtomicUsize::new(0),
         }
     }
 
@@ -179,16 +238,68 @@ impl LogicalUnit {
     }
 
     /// Set the asymmetric access state of a target port group (ALUA), queueing ASYMMETRIC
-    /// ACCESS STATE CHANGED for every I_T nexus.
-    pub fn set_alua_state(&self, group: u16, state: u8) {
+    /// ACCESS STATE CHANGED for every I_T nexus. Returns whether the state changed; commands
+    /// admitted under the old state may still be running (see [`LogicalUnit::settle`]).
+    pub fn set_alua_state(&self, group: u16, state: u8) -> bool {
         let mut st = self.state();
         if st.alua.get(&group).copied().unwrap_or(0) == state {
-            return;
+            return false;
         }
         st.alua.insert(group, state);
         for n in st.nexuses.values_mut() {
             push_ua(n, Sense::ASYMMETRIC_ACCESS_STATE_CHANGED);
         }
+        true
+    }
+
+    /// Wait until no command admitted before now is running (after an access state change,
+    /// so that nothing admitted under the old state is still in flight); false on timeout.
+    pub fn settle(&self, timeout: std::time::Duration) -> bool {
+        // Commands are admitted under the state lock: taking it orders this wait after every
+        // admission made under the old state.
+        drop(self.state());
+        let deadline = std::time::Instant::now() + timeout;
+        while self.running.load(Ordering::Acquire) > 0 {
+            if std::time::Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        true
+    }
+
+    /// The port groups of the peer server exporting the same logical unit (HA pairs), as
+    /// (relative target port, target port group) pairs.
+    pub fn set_peer_port_groups(&self, groups: Vec<(u16, u16)>) {
+        let mut st = self.state();
+        if st.peer_groups == groups {
+            return;
+        }
+        st.peer_groups = groups;
+        for n in st.nexuses.values_mut() {
+            push_ua(n, Sense::ASYMMETRIC_ACCESS_STATE_CHANGED);
+        }
+    }
+
+    /// Every target port group: this server's, then the peer's, each with its ports.
+    pub(crate) fn target_port_groups(&self) -> Vec<(u16, u8, Vec<u16>)> {
+        let st = self.state();
+        let mut all: Vec<(u16, u16)> = self.cfg.port_groups.clone();
+        all.extend(st.peer_groups.iter().copied());
+        let mut groups: Vec<u16> = all.iter().map(|(_, g)| *g).collect();
+        groups.sort_unstable();
+        groups.dedup();
+        groups
+            .into_iter()
+            .map(|g| {
+                let ports = all
+                    .iter()
+                    .filter(|(_, x)| *x == g)
+                    .map(|(p, _)| *p)
+                    .collect();
+                (g, st.alua.get(&g).copied().unwrap_or(0), ports)
+            })
+            .collect()
     }
 
     /// The asymmetric access state of a target port group.
@@ -243,7 +354,7 @@ impl LogicalUnit {
                 Some(2),
             ));
         }
-        self.check_unit_attention(req.nexus, opcode)?;
+        let _admitted = self.admit(req.nexus, cdb)?;
         if self.sanitizing() && !matches!(opcode, 0x12 | 0xa0 | 0x03) {
             return Err(Sense::SANITIZE_IN_PROGRESS);
         }
@@ -253,9 +364,12 @@ impl LogicalUnit {
         (cmd.handler)(self, req)
     }
 
-    /// Report (and clear) a pending unit attention, except for the commands SPC-4 section
-    /// 5.14 exempts; a nexus seen for the first time gets POWER ON, RESET.
-    fn check_unit_attention(&self, nexus: &Nexus, opcode: u8) -> CmdResult<()> {
+    /// Admit a command: report (and clear) a pending unit attention, except for the
+    /// commands SPC-4 section 5.14 exempts (a nexus seen for the first time gets POWER ON,
+    /// RESET), then refuse it if the asymmetric access state of the nexus's target port
+    /// group does not allow it. An admitted command counts as running until the guard drops.
+    fn admit(&self, nexus: &Nexus, cdb: &[u8]) -> CmdResult<Admitted<'_>> {
+        let opcode = cdb.first().copied().unwrap_or(0);
         let mut st = self.state();
         let n = st.nexuses.entry(nexus.key()).or_insert_with(|| {
             let mut n = NexusState::default();
@@ -263,13 +377,19 @@ impl LogicalUnit {
             n
         });
         // INQUIRY, REPORT LUNS and REQUEST SENSE do not report unit attentions.
-        if matches!(opcode, 0x12 | 0xa0 | 0x03) {
-            return Ok(());
+        if !matches!(opcode, 0x12 | 0xa0 | 0x03)
+            && let Some(ua) = n.ua.pop_front()
+        {
+            return Err(ua);
         }
-        match n.ua.pop_front() {
-            Some(ua) => Err(ua),
-            None => Ok(()),
+        if !st.alua.is_empty() {
+            let state = st.alua.get(&nexus.tpgt).copied().unwrap_or(0);
+            if let Some(sense) = alua_refusal(state, cdb) {
+                return Err(sense);
+            }
         }
+        self.running.fetch_add(1, Ordering::Relaxed);
+        Ok(Admitted(&self.running))
     }
 
     /// Take the oldest pending unit attention of a nexus (REQUEST SENSE).

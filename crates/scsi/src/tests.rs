@@ -610,3 +610,53 @@ fn compare_and_write() {
         "unchanged"
     );
 }
+
+#[test]
+fn alua_states_refuse_and_report() {
+    let t = T::new();
+    // Peer server's port group 2 (relative port 2) exports the same unit.
+    t.lu.set_peer_port_groups(vec![(2, 2)]);
+    assert_eq!(sense3(&t.run(&[0, 0, 0, 0, 0, 0], &[])), (6, 0x2a, 6));
+    assert!(t.lu.set_alua_state(1, crate::alua::STANDBY));
+    assert!(
+        !t.lu.set_alua_state(2, crate::alua::ACTIVE_OPTIMIZED),
+        "the default"
+    );
+    assert!(!t.lu.set_alua_state(1, crate::alua::STANDBY), "no change");
+    assert_eq!(sense3(&t.run(&[0, 0, 0, 0, 0, 0], &[])), (6, 0x2a, 6));
+    // Standby: TEST UNIT READY, READ and WRITE give NOT READY, TARGET PORT IN STANDBY STATE.
+    assert_eq!(sense3(&t.run(&[0, 0, 0, 0, 0, 0], &[])), (2, 4, 0x0b));
+    assert_eq!(sense3(&t.run(&read10(0, 1), &[])), (2, 4, 0x0b));
+    assert_eq!(sense3(&t.run(&write10(0, 1), &[0u8; 512])), (2, 4, 0x0b));
+    // INQUIRY, READ CAPACITY(10) and (16) and REPORT TARGET PORT GROUPS are served.
+    assert_eq!(t.run(&[0x12, 0, 0, 0, 36, 0], &[]).status, 0);
+    assert_eq!(t.run(&[0x25, 0, 0, 0, 0, 0, 0, 0, 0, 0], &[]).status, 0);
+    let rc16 = [0x9e, 0x10, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 32, 0, 0];
+    assert_eq!(t.run(&rc16, &[]).status, 0);
+    let r = t.run(&[0xa3, 0x0a, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0], &[]);
+    assert_eq!(r.status, 0);
+    // Two descriptors of 8 + 4 bytes: group 1 standby with port 1, group 2 active/optimized
+    // with port 2.
+    assert_eq!(&r.data[0..4], &[0, 0, 0, 24]);
+    assert_eq!(r.data[4] & 0x0f, 2);
+    assert_eq!(&r.data[6..8], &[0, 1]);
+    assert_eq!(r.data[11], 1);
+    assert_eq!(&r.data[14..16], &[0, 1]);
+    assert_eq!(r.data[16] & 0x0f, 0);
+    assert_eq!(&r.data[18..20], &[0, 2]);
+    assert_eq!(&r.data[26..28], &[0, 2]);
+    // Transitioning refuses everything but the reports, with 02/04/0A (Linux retries it).
+    t.lu.set_alua_state(1, crate::alua::TRANSITIONING);
+    assert_eq!(sense3(&t.run(&[0, 0, 0, 0, 0, 0], &[])), (6, 0x2a, 6));
+    assert_eq!(
+        sense3(&t.run(&[0x25, 0, 0, 0, 0, 0, 0, 0, 0, 0], &[])),
+        (2, 4, 0x0a)
+    );
+    assert_eq!(t.run(&[0x12, 0, 0, 0, 36, 0], &[]).status, 0);
+    assert!(t.lu.settle(std::time::Duration::from_secs(1)));
+    // Back to active/optimized: I/O is served again.
+    t.lu.set_alua_state(1, crate::alua::ACTIVE_OPTIMIZED);
+    assert_eq!(sense3(&t.run(&[0, 0, 0, 0, 0, 0], &[])), (6, 0x2a, 6));
+    assert_eq!(t.run(&write10(0, 1), &[7u8; 512]).status, 0);
+    assert_eq!(t.run(&read10(0, 1), &[]).data[..], [7u8; 512][..]);
+}

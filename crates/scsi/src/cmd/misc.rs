@@ -213,25 +213,15 @@ pub(crate) fn report_target_port_groups(
     let cdb = req.cdb;
     let extended = (cdb[1] >> 5) == 0x01;
     let alloc = be32(cdb, 6) as usize;
-    let mut groups: Vec<u16> = lu.cfg.port_groups.iter().map(|(_, g)| *g).collect();
-    groups.sort_unstable();
-    groups.dedup();
     // Extended header: format 001b, implicit transition time 0.
     let mut d = if extended {
         vec![0, 0, 0, 0, 0x10, 0, 0, 0]
     } else {
         vec![0; 4]
     };
-    for g in groups {
-        let ports: Vec<u16> = lu
-            .cfg
-            .port_groups
-            .iter()
-            .filter(|(_, x)| *x == g)
-            .map(|(p, _)| *p)
-            .collect();
+    for (g, state, ports) in lu.target_port_groups() {
         // PREF=0 and the state; supported: T_SUP, O_SUP, U_SUP, S_SUP, AN_SUP, AO_SUP.
-        d.extend_from_slice(&[lu.alua_state(g) & 0x0f, 0x80 | 0x08 | 0x04 | 0x02 | 0x01]);
+        d.extend_from_slice(&[state & 0x0f, 0x80 | 0x40 | 0x08 | 0x04 | 0x02 | 0x01]);
         d.extend_from_slice(&g.to_be_bytes());
         // Status code 02h: implicit change of state by the target.
         d.extend_from_slice(&[0, 0x02, 0, ports.len() as u8]);
