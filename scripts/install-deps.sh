@@ -18,6 +18,8 @@ need=()
 command -v iscsi-test-cu >/dev/null || need+=(libiscsi-bin)
 command -v qemu-system-x86_64 >/dev/null || need+=(qemu-system-x86)
 command -v cpio >/dev/null || need+=(cpio)
+# libFuzzer (the fuzz smoke run) is C++, built by libfuzzer-sys
+command -v c++ >/dev/null || need+=(g++)
 # the real-initiator guest (scripts/guest/build.sh): readelf for the shared-library closure
 command -v readelf >/dev/null || need+=(binutils)
 # the disk-fault tests' FUSE file system (tests/support/faultfs.py), run by Debian's python3

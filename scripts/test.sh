@@ -24,6 +24,9 @@ else
 fi
 cargo test --doc --workspace --locked
 
+step "fuzzing smoke run: regression inputs, then 15 s per target (docs/fuzzing.md)"
+FUZZ_SECONDS="${FUZZ_SECONDS:-15}" scripts/fuzz-smoke.sh
+
 step "libiscsi conformance: every suite of the ALL family and MultipathIO"
 IRONLUN_BIN=target/debug/ironlun scripts/conformance.sh --all
 
