@@ -232,6 +232,11 @@ pub struct TargetConfig {
     /// Initiator names allowed to log in and to see the target in discovery (empty: any).
     #[serde(default)]
     pub allowed_initiators: Vec<String>,
+    /// Initiator names of peer ironlun servers that may hold HA relationships with this
+    /// target (the peer protocol, docs/ha.md); other initiators' peer requests are not
+    /// understood.
+    #[serde(default)]
+    pub replica_peers: Vec<String>,
     /// Initiator credentials; when set, CHAP is required.
     #[serde(default)]
     pub chap: Vec<ChapConfig>,

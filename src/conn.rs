@@ -352,7 +352,7 @@ impl Conn {
                         }
                     }
                     Output::Text { itt, keys } => {
-                        let answer = self.send_targets(&s, &keys);
+                        let answer = self.text_keys(&s, &keys);
                         ffp.text_reply(itt, &answer);
                     }
                     Output::Reset(ev) => self.reset(&s, &ev),
@@ -423,6 +423,50 @@ impl Conn {
                 },
             ));
         }));
+    }
+
+    /// Answer the Text keys the protocol machine forwards: SendTargets, and the vendor keys
+    /// of which only the HA peer protocol's is understood (from a target's replica peers).
+    fn text_keys(
+        &self,
+        s: &Session,
+        keys: &iscsi_proto::text::TextKeys,
+    ) -> iscsi_proto::text::TextKeys {
+        let mut answer = if keys.get("SendTargets").is_some() {
+            self.send_targets(s, keys)
+        } else {
+            iscsi_proto::text::TextKeys::default()
+        };
+        for (k, v) in keys.iter() {
+            if k == "SendTargets" {
+                continue;
+            }
+            let peer = s.target.as_ref().filter(|t| {
+                t.replica_peers
+                    .iter()
+                    .any(|p| p.eq_ignore_ascii_case(&s.outcome.initiator_name))
+            });
+            let value = match peer {
+                Some(t) if k == replication::service::peer::PEER_KEY => {
+                    let serve = || {
+                        self.server
+                            .replication
+                            .peer_request(&s.outcome.initiator_name, &t.name, v)
+                    };
+                    // The request may wait for commands to drain: off the async workers.
+                    if tokio::runtime::Handle::current().runtime_flavor()
+                        == tokio::runtime::RuntimeFlavor::MultiThread
+                    {
+                        tokio::task::block_in_place(serve)
+                    } else {
+                        serve()
+                    }
+                }
+                _ => "NotUnderstood".to_owned(),
+            };
+            answer.push(k, &value);
+        }
+        answer
     }
 
     fn send_targets(

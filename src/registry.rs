@@ -12,7 +12,10 @@ use iscsi_proto::login::{AuthPolicy, Credential, LoginContext, Secret, TargetLoo
 use scsi::{LogicalUnit, LuConfig, LunMap};
 use sha2::{Digest, Sha256};
 
-use replication::service::ExposedVolume;
+use replication::service::{
+    ExposedVolume,
+    peer::{Access, HaHost, Identity},
+};
 
 use crate::config::{ChapConfig, Config, LunConfig, PortalConfig, ServerConfig, TargetConfig};
 
@@ -27,6 +30,8 @@ pub struct Target {
     pub portal_groups: Vec<u16>,
     /// Allowed initiator names (empty: any).
     pub allowed: Vec<String>,
+    /// Initiators of peer servers that may use the HA peer protocol.
+    pub replica_peers: Vec<String>,
     /// Authentication.
     pub auth: AuthPolicy,
     /// LUNs; replaced as a whole when LUNs are added or removed.
@@ -70,6 +75,8 @@ pub struct Registry {
     server: ServerConfig,
     /// Portal group tags.
     groups: Vec<u16>,
+    /// The (target, LUN) pairs serving each volume.
+    by_volume: RwLock<std::collections::HashMap<String, Vec<(String, u16)>>>,
 }
 
 /// (relative target port, target port group) pairs of a target.
@@ -196,6 +203,8 @@ impl Registry {
         groups.sort_unstable();
         groups.dedup();
         let mut targets = Vec::new();
+        let mut by_volume: std::collections::HashMap<String, Vec<(String, u16)>> =
+            std::collections::HashMap::new();
         for t in &c.targets {
             let port_groups = port_groups_of(&groups, &t.portal_groups);
             let mut map = LunMap::new();
@@ -204,6 +213,10 @@ impl Registry {
                 let dev = volume_of(&name).with_context(|| {
                     format!("target {} LUN {}: volume {name} is not open", t.name, l.lun)
                 })?;
+                by_volume
+                    .entry(name.clone())
+                    .or_default()
+                    .push((t.name.clone(), l.lun));
                 let (naa, serial) = lun_identity(&t.name, l.lun, l.serial.as_deref());
                 let spec = LuSpec {
                     naa,
@@ -224,6 +237,7 @@ impl Registry {
                 alias: t.alias.clone(),
                 portal_groups: t.portal_groups.clone(),
                 allowed: t.allowed_initiators.clone(),
+                replica_peers: t.replica_peers.clone(),
                 auth: policy(&t.chap, t.mutual_chap.as_ref()),
                 luns: RwLock::new(Arc::new(map)),
             }));
@@ -234,6 +248,7 @@ impl Registry {
             discovery_auth: policy(&c.discovery.chap, c.discovery.mutual_chap.as_ref()),
             server: c.server.clone(),
             groups,
+            by_volume: RwLock::new(by_volume),
         })
     }
 
@@ -244,9 +259,13 @@ impl Registry {
             .target(&v.exposure.target)
             .with_context(|| format!("no target {}", v.exposure.target))?;
         let lun = v.exposure.lun;
+        let (naa, serial) = match &v.identity {
+            Some(id) => (id.naa, id.serial.clone()),
+            None => (naa_of(v.uid), format!("{:016X}", v.uid)),
+        };
         let spec = LuSpec {
-            naa: naa_of(v.uid),
-            serial: format!("{:016X}", v.uid),
+            naa,
+            serial,
             block_size: v.block_size,
             physical_block_size: v.block_size,
             read_only: v.exposure.read_only,
@@ -270,6 +289,10 @@ impl Registry {
         map.insert(lun, lu);
         *luns = Arc::new(map);
         drop(luns);
+        self.by_volume_mut()
+            .entry(v.name.clone())
+            .or_default()
+            .push((t.name.clone(), lun));
         announce_change(t, lun);
         tracing::info!(target = %t.name, lun, volume = %v.name, read_only = v.exposure.read_only, "volume exposed");
         Ok(())
@@ -286,6 +309,9 @@ impl Registry {
         if map.remove(lun).is_some() {
             *luns = Arc::new(map);
             drop(luns);
+            for v in self.by_volume_mut().values_mut() {
+                v.retain(|(x, l)| !(x.eq_ignore_ascii_case(&t.name) && *l == lun));
+            }
             announce_change(t, lun);
             tracing::info!(target = %t.name, lun, "LUN hidden");
         }
@@ -365,6 +391,86 @@ impl admin::Exports for Registry {
 
     fn hide(&self, iqn: &str, lun: u16) {
         self.hide_lun(iqn, lun);
+    }
+}
+
+impl Registry {
+    fn by_volume_mut(
+        &self,
+    ) -> std::sync::RwLockWriteGuard<'_, std::collections::HashMap<String, Vec<(String, u16)>>>
+    {
+        self.by_volume
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The logical units serving a volume, with their targets.
+    fn units_of(&self, volume: &str) -> Vec<(Arc<Target>, Arc<LogicalUnit>)> {
+        let places = self
+            .by_volume
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(volume)
+            .cloned()
+            .unwrap_or_default();
+        places
+            .iter()
+            .filter_map(|(t, l)| {
+                let t = self.target(t)?;
+                let lu = t.lun_map().get(*l)?.clone();
+                Some((t.clone(), lu))
+            })
+            .collect()
+    }
+}
+
+impl HaHost for Registry {
+    fn identity(&self, volume: &str) -> Option<Identity> {
+        let (_, lu) = self.units_of(volume).into_iter().next()?;
+        let c = lu.config();
+        Some(Identity {
+            naa: c.naa,
+            serial: c.serial.clone(),
+        })
+    }
+
+    fn portal_groups(&self, target: &str) -> Vec<u16> {
+        self.target(target)
+            .map(|t| {
+                port_groups_of(&self.groups, &t.portal_groups)
+                    .into_iter()
+                    .map(|(_, g)| g)
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    fn expose(&self, v: &ExposedVolume) -> Result<(), String> {
+        self.expose_volume(v).map_err(|e| format!("{e:#}"))
+    }
+
+    fn hide(&self, target: &str, lun: u16) {
+        self.hide_lun(target, lun);
+    }
+
+    fn set_access(&self, volume: &str, access: &Access) {
+        for (t, lu) in self.units_of(volume) {
+            lu.set_peer_initiators(access.peer_initiators.clone(), access.peer_writes);
+            lu.set_peer_port_groups(access.peer_groups.clone());
+            for (_, g) in &access.peer_groups {
+                lu.set_alua_state(*g, access.peer);
+            }
+            for (_, g) in port_groups_of(&self.groups, &t.portal_groups) {
+                lu.set_alua_state(g, access.own);
+            }
+            tracing::info!(target = %t.name, volume, own = access.own, peer = access.peer, "asymmetric access state");
+        }
+    }
+
+    fn settle(&self, volume: &str, timeout: std::time::Duration) -> bool {
+        self.units_of(volume)
+            .iter()
+            .all(|(_, lu)| lu.settle(timeout))
     }
 }
 

@@ -65,12 +65,15 @@ impl Server {
                 tracing::warn!(volume = %v.name, target = %v.exposure.target, lun = v.exposure.lun, error = %format!("{e:#}"), "recorded exposure not applied");
             }
         }
+        let registry = Arc::new(registry);
+        // HA pairs: the service sets the access states of their LUs.
+        replication.set_ha_host(registry.clone());
         let io = IoPool::new(s.io_threads).context("starting I/O threads")?;
         let connections = Arc::new(Semaphore::new(s.max_connections));
         Ok(Arc::new(Self {
             config,
             limits,
-            registry: Arc::new(registry),
+            registry,
             replication,
             sessions: SessionTable::default(),
             io,

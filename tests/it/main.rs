@@ -13,6 +13,7 @@ mod discovery;
 mod faults;
 mod full_feature;
 mod guest;
+mod ha;
 mod hostile;
 mod libiscsi;
 mod login;

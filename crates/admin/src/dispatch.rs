@@ -664,7 +664,10 @@ impl Dispatcher {
             Ref::Sync(i) => match (cat.syncs.get(i), cat.group_syncs.get(i)) {
                 (Some(s), _) => Some(instances::pair(s, &self.svc)),
                 (_, Some(g)) => Some(instances::group_sync(g, &cat)),
-                _ => None,
+                _ => cat
+                    .peers
+                    .get(i)
+                    .map(|p| instances::peer_pair(p, self.svc.peer_dirty_chunks(p.id))),
             },
             Ref::Job(i) => self.svc.jobs.get(*i).map(|j| instances::job(&j)),
             Ref::Pool(n) => self
@@ -696,6 +699,11 @@ impl Dispatcher {
                 .syncs
                 .values()
                 .map(|s| instances::pair(s, &self.svc))
+                .chain(
+                    cat.peers
+                        .values()
+                        .map(|p| instances::peer_pair(p, self.svc.peer_dirty_chunks(p.id))),
+                )
                 .collect(),
             "CIM_GroupSynchronized" => cat
                 .group_syncs

@@ -151,6 +151,39 @@ pub fn pair(s: &SyncRec, svc: &ReplicationService) -> Value {
         "IronLun_DirtyChunks": detail.map(|d| d.0),
         "IronLun_TargetDirtyChunks": detail.map(|d| d.1),
         "IronLun_LagBytes": detail.map(|d| d.2),
+        "IronLun_PeerSystem": s.peer.as_ref().map(|l| l.system.clone()),
+        "IronLun_PeerSynchronization": s.peer.as_ref().map(|l| refs::sync(l.remote)),
+        "IronLun_Generation": s.peer.as_ref().map(|l| l.generation),
+        "IronLun_PeerPrimary": s.peer.as_ref().map(|l| l.peer_primary),
+        "IronLun_SplitBrain": s.peer.as_ref().map(|l| l.split_brain),
+    })
+}
+
+/// The secondary side of an HA pair: the relationship as this server knows it (its source
+/// is on the peer, whose instance carries the copy progress).
+pub fn peer_pair(p: &replication::service::peer::PeerRec, dirty: Option<u64>) -> Value {
+    json!({
+        "Ref": refs::sync(p.id),
+        "ClassName": "CIM_StorageSynchronized",
+        "SystemElement": format!("remote:{}/{}", p.source_system, refs::volume(&p.source_volume)),
+        "SyncedElement": refs::volume(&p.volume),
+        "SyncType": SyncType::Mirror,
+        "Mode": p.mode,
+        "CopyState": if p.primary { CopyState::Failedover } else { CopyState::Synchronized },
+        "RequestedCopyState": CopyState::NotApplicable,
+        "ProgressStatus": ProgressStatus::Completed,
+        "SyncMaintained": true,
+        "CopyType": copy_type(SyncType::Mirror, p.mode),
+        "ReplicaType": 2,
+        "CopyMethodology": copy_methodology(SyncType::Mirror),
+        "WhenEstablished": when(Some(p.established)),
+        "IronLun_Role": if p.primary { "primary" } else { "secondary" },
+        "IronLun_PeerSystem": p.source_system,
+        "IronLun_PeerSynchronization": refs::sync(p.source_sync),
+        "IronLun_Generation": p.generation,
+        "IronLun_Target": p.target,
+        "IronLun_Lun": p.lun,
+        "IronLun_DirtyChunks": dirty,
     })
 }
 

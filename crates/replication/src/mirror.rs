@@ -646,6 +646,11 @@ impl Mirror {
         self.restore_to_source(progress, &|| false)
     }
 
+    /// Record chunks as changed on the target (written on an HA peer while it was primary).
+    pub fn add_target_dirty(&self, chunks: &Bitmap) {
+        self.st().target_dirty.union(chunks);
+    }
+
     /// Swap source and target (the bitmaps swap with them).
     pub fn reverse(self: &Arc<Self>) {
         self.detach();

@@ -95,6 +95,10 @@ pub(crate) struct LuState {
     /// The (relative port, target port group) pairs of the peer server that exports the
     /// same logical unit (an HA pair), reported by REPORT TARGET PORT GROUPS.
     pub(crate) peer_groups: Vec<(u16, u16)>,
+    /// The initiators of the peer server (its replication sessions), and whether they may
+    /// use this unit whatever the access state of their port group (while this server
+    /// holds the secondary copy); otherwise they are refused as in standby.
+    pub(crate) peer_initiators: (Vec<String>, bool),
     /// Results of EXTENDED COPY commands, for RECEIVE COPY RESULTS.
     pub(crate) copies: Vec<crate::cmd::copy::CopyResult>,
 }
@@ -281,6 +285,12 @@ impl LogicalUnit {
         }
     }
 
+    /// The initiators of the peer server of an HA pair, and whether they may use the unit
+    /// now (they replicate to it while this server is secondary).
+    pub fn set_peer_initiators(&self, initiators: Vec<String>, allowed: bool) {
+        self.state().peer_initiators = (initiators, allowed);
+    }
+
     /// Every target port group: this server's, then the peer's, each with its ports.
     pub(crate) fn target_port_groups(&self) -> Vec<(u16, u8, Vec<u16>)> {
         let st = self.state();
@@ -382,7 +392,15 @@ impl LogicalUnit {
         {
             return Err(ua);
         }
-        if !st.alua.is_empty() {
+        let (peers, peer_allowed) = &st.peer_initiators;
+        if peers
+            .iter()
+            .any(|p| p.eq_ignore_ascii_case(&nexus.initiator_name))
+        {
+            if !peer_allowed && alua_refusal(alua::STANDBY, cdb).is_some() {
+                return Err(Sense::STANDBY);
+            }
+        } else if !st.alua.is_empty() {
             let state = st.alua.get(&nexus.tpgt).copied().unwrap_or(0);
             if let Some(sense) = alua_refusal(state, cdb) {
                 return Err(sense);

@@ -649,7 +649,10 @@ impl Connection {
                 let mut forward = TextKeys::default();
                 for (k, v) in keys.iter() {
                     match k {
+                        // SendTargets and vendor-specific keys (RFC 7143 section 13.5.4)
+                        // are answered by the server.
                         "SendTargets" => forward.push(k, v),
+                        _ if k.starts_with("X-") => forward.push(k, v),
                         "MaxRecvDataSegmentLength" => {
                             match crate::negotiate::numeric(v, 512, 16_777_215) {
                                 Some(n) => self.params.max_xmit_data_segment_length = n,

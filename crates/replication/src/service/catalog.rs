@@ -60,6 +60,10 @@ pub struct VolumeRec {
     pub exposures: Vec<Exposure>,
     /// Stable 64-bit identity (NAA designator).
     pub uid: u64,
+    /// The SCSI identity it is exported with when it is not its own: the secondary copy of
+    /// an HA pair carries the primary's NAA designator and serial number.
+    #[serde(default)]
+    pub identity: Option<super::peer::Identity>,
 }
 
 /// A replication group.
@@ -116,6 +120,9 @@ pub struct SyncRec {
     /// WhenSuspended (also set by Fracture and Split).
     #[serde(default)]
     pub suspended: Option<u64>,
+    /// The target is on a peer ironlun server that knows the relationship (an HA pair).
+    #[serde(default)]
+    pub peer: Option<super::peer::PeerLink>,
 }
 
 /// What Dissolve leaves behind (CIM_SynchronizationAspect, reached from the source through
@@ -178,6 +185,13 @@ pub struct Catalog {
     /// Remote targets (service access points).
     #[serde(default)]
     pub access_points: BTreeMap<String, super::remote::AccessPointRec>,
+    /// Relationships whose source is on a peer ironlun server and whose target is here (the
+    /// secondary side of an HA pair).
+    #[serde(default)]
+    pub peers: BTreeMap<u64, super::peer::PeerRec>,
+    /// This server's identity among HA peers (made once).
+    #[serde(default)]
+    pub system_id: String,
     /// Next id for relationships, groups and jobs.
     pub next_id: u64,
     /// The last run stopped cleanly (bitmaps saved, activity logs cleared).

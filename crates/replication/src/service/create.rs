@@ -118,6 +118,7 @@ impl ReplicationService {
                 kind: VolumeKind::Created,
                 exposures: Vec::new(),
                 uid: new_uid(name, id),
+                identity: None,
             },
         );
         self.rt()
@@ -735,6 +736,7 @@ impl ReplicationService {
                         },
                         exposures: Vec::new(),
                         uid: new_uid(t, 0),
+                        identity: None,
                     },
                 );
                 self.add_remote_volume(t, dev);
@@ -787,6 +789,14 @@ impl ReplicationService {
             }
         }
         drop(guards);
+        // An ironlun peer learns the relationship (HA pair).
+        if failure.is_none()
+            && remote_target.is_some()
+            && let Some(&m) = members.first()
+            && let Err(e) = self.attach_peer(&mut cat, m)
+        {
+            failure = Some(e);
+        }
         if let Some(e) = failure {
             // Undo what was made.
             for id in members {
@@ -1020,10 +1030,11 @@ impl ReplicationService {
                     kind: VolumeKind::Replica { sync: id },
                     exposures: Vec::new(),
                     uid: new_uid(target, id),
+                    identity: None,
                 },
             );
         } else if let Some(r) = cat.volumes.get_mut(target)
-            && r.kind != VolumeKind::Configured
+            && !matches!(r.kind, VolumeKind::Configured | VolumeKind::Remote { .. })
         {
             r.kind = VolumeKind::Replica { sync: id };
         }
@@ -1056,6 +1067,7 @@ impl ReplicationService {
                 restoring: false,
                 deactivated: None,
                 suspended: None,
+                peer: None,
             },
         );
         Ok(!exists)

@@ -18,6 +18,7 @@ pub mod catalog;
 mod create;
 pub mod jobs;
 mod modify;
+pub mod peer;
 mod remote;
 mod restore;
 pub mod settings;
@@ -167,6 +168,8 @@ pub(crate) struct Runtime {
     pub(crate) restore_sources: HashMap<u64, Arc<restore::DurableRestore>>,
     /// The devices of remote volumes, by volume name.
     pub(crate) remotes: HashMap<String, Arc<initiator::RemoteLun>>,
+    /// The change maps of this server's secondary HA copies, by relationship.
+    pub(crate) peer_tracks: HashMap<u64, Arc<peer::PeerTrack>>,
 }
 
 /// A volume to export, as the server needs it.
@@ -182,6 +185,8 @@ pub struct ExposedVolume {
     pub uid: u64,
     /// Block size.
     pub block_size: u32,
+    /// The SCSI identity to export it with, when not its own (an HA pair's secondary).
+    pub identity: Option<peer::Identity>,
 }
 
 /// The replication service.
@@ -199,6 +204,8 @@ pub struct ReplicationService {
     ops: Mutex<()>,
     /// A simulated crash happened: nothing more is written.
     crashed: AtomicBool,
+    /// The server exporting the volumes (HA pairs).
+    ha: std::sync::OnceLock<Arc<dyn peer::HaHost>>,
 }
 
 /// Volume names: letters, digits, `.`, `_` and `-`, 1 to 64 characters.
@@ -232,6 +239,7 @@ impl ReplicationService {
             stopping: AtomicBool::new(false),
             ops: Mutex::new(()),
             crashed: AtomicBool::new(false),
+            ha: std::sync::OnceLock::new(),
         }))
     }
 
@@ -332,6 +340,7 @@ impl ReplicationService {
                 kind: VolumeKind::Configured,
                 exposures: Vec::new(),
                 uid,
+                identity: None,
             });
         rec.size = dev.size();
         rec.path = path.display().to_string();
@@ -388,6 +397,7 @@ impl ReplicationService {
             tracing::warn!(volume = %name, "a configured volume is no longer in the configuration; forgetting it");
             cat.volumes.remove(&name);
         }
+        self.reopen_peers(&cat);
         let syncs: Vec<SyncRec> = cat.syncs.values().cloned().collect();
         let mut resume = Vec::new();
         let mut restores = Vec::new();
@@ -677,6 +687,10 @@ impl ReplicationService {
             if m.state() != CopyState::Partitioned {
                 continue;
             }
+            // An HA peer that was promoted while apart fences this side instead.
+            if !self.ha_reconnected(id) {
+                continue;
+            }
             let manual = self
                 .cat()
                 .syncs
@@ -821,6 +835,7 @@ impl ReplicationService {
                     device: vol.clone(),
                     exposure: e.clone(),
                     uid: rec.uid,
+                    identity: rec.identity.clone(),
                     block_size: rec.block_size,
                 });
             }

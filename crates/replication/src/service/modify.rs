@@ -142,6 +142,17 @@ impl ReplicationService {
 
         let ops = self.ops();
         let mut cat = self.cat();
+        // The secondary side of an HA pair.
+        if cat.peers.contains_key(&id) {
+            drop(cat);
+            self.peer_modify(op, id)?;
+            return Ok(ModifyOutcome {
+                code: ReturnCode::Completed,
+                job: None,
+                settings_state: None,
+                updated_synchronization: None,
+            });
+        }
         self.refresh(&mut cat);
         let group = cat.group_syncs.contains_key(&id);
         if !group && !cat.syncs.contains_key(&id) {
@@ -212,7 +223,21 @@ impl ReplicationService {
                     format!("sync:{m} is not a {sync_type:?}"),
                 ));
             }
-            match table::check(op, s.sync_type, s.state, force) {
+            // A split brain is resolved by Failback (the peer's data wins) or by Resync
+            // (this side's).
+            let split = s.peer.as_ref().is_some_and(|l| l.split_brain);
+            let state = if split && op == Operation::Failback {
+                CopyState::Failedover
+            } else {
+                s.state
+            };
+            if s.peer.is_some() && op == Operation::ReverseRoles {
+                return Err(MethodError::not_supported(
+                    "Operation",
+                    "Reverse Roles is not supported for an HA pair: use Failover and Failback",
+                ));
+            }
+            match table::check(op, s.sync_type, state, force) {
                 Ok(t) => transition = Some(t),
                 Err(r) => return Err(refusal(op, *m, s.sync_type, r)),
             }
@@ -327,6 +352,46 @@ impl ReplicationService {
     ) -> Result<(), MethodError> {
         use Operation::*;
         let t = now();
+        // HA pairs: the peer takes part in role changes.
+        let peered: Vec<u64> = members
+            .iter()
+            .copied()
+            .filter(|m| cat.syncs.get(m).is_some_and(|s| s.peer.is_some()))
+            .collect();
+        if !peered.is_empty() {
+            match op {
+                Failover => {
+                    if peered.len() != members.len() {
+                        return Err(MethodError::not_supported(
+                            "Synchronization",
+                            "Failover of a group that mixes HA pairs and other pairs",
+                        ));
+                    }
+                    for &m in members {
+                        self.cancel_copy(m);
+                        self.ha_failover(cat, m)?;
+                    }
+                    return Ok(());
+                }
+                Failback | ResyncReplica | Resume | Activate => {
+                    for &m in &peered {
+                        let back = cat.syncs[&m]
+                            .peer
+                            .as_ref()
+                            .is_some_and(|l| l.peer_primary || l.split_brain);
+                        if back {
+                            self.ha_take_back(cat, m)?;
+                        }
+                    }
+                }
+                Detach | Dissolve | ReturnToResourcePool => {
+                    for &m in &peered {
+                        self.ha_detach(cat, m);
+                    }
+                }
+                _ => {}
+            }
+        }
         match op {
             ActivateConsistency | DeactivateConsistency => {
                 self.set_consistency(cat, id, op == ActivateConsistency)
@@ -585,7 +650,7 @@ impl ReplicationService {
         job
     }
 
-    fn mirror(&self, id: u64) -> Result<Arc<Mirror>, MethodError> {
+    pub(crate) fn mirror(&self, id: u64) -> Result<Arc<Mirror>, MethodError> {
         self.rt()
             .mirrors
             .get(&id)

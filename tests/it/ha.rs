@@ -1,0 +1,331 @@
+//! HA pairs: two ironlun servers on two loopback addresses, a remote mirror between them
+//! that both know, one SCSI identity with ALUA, planned Failover and Failback, and the split
+//! brain after an unplanned failover, compared with a model at every step.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::{
+    harness::{IQN, Server},
+    initiator::Initiator,
+    replication::{instance, lun_id, ok, pattern, read, sense, write, write_ok},
+};
+
+const MIRROR_INITIATOR: &str = "iqn.2026-11.test:mirror";
+const SIZE: usize = 16 << 20;
+
+/// Server A: portal group 1 on 127.0.0.1, LUN 0 the source.
+fn server_a() -> Server {
+    Server::start_config(&format!(
+        r#"
+[[portal]]
+address = "127.0.0.1:0"
+group = 1
+
+[[target]]
+name = "{IQN}"
+
+[[target.lun]]
+lun = 0
+path = "{{DIR}}/lun0.img"
+size = "16MiB"
+"#
+    ))
+}
+
+/// Server B: portal group 2 on 127.0.0.2, the same target name, A's mirror initiator as
+/// its replica peer, and a volume exposed as LUN 0 to hold the copy.
+fn server_b() -> Server {
+    let s = Server::start_config(&format!(
+        r#"
+[[portal]]
+address = "127.0.0.2:0"
+group = 2
+
+[[target]]
+name = "{IQN}"
+replica_peers = ["{MIRROR_INITIATOR}"]
+"#
+    ));
+    let mut c = s.admin();
+    ok(
+        &mut c,
+        "CreateVolume",
+        json!({"ElementName": "copy", "Size": SIZE}),
+    );
+    ok(
+        &mut c,
+        "ExposeVolume",
+        json!({"TheElement": "volume:copy", "Target": IQN, "Lun": 0}),
+    );
+    s
+}
+
+fn host(s: &Server, name: &str) -> Initiator {
+    let mut i = Initiator::connect(s.addr());
+    assert_eq!(i.login(name, IQN, &[]).status_class, 0);
+    i
+}
+
+/// TEST UNIT READY until it answers something other than a unit attention.
+fn tur(i: &mut Initiator) -> (u8, (u8, u8, u8)) {
+    for _ in 0..8 {
+        let o = i.scsi(lun_id(0), &[0, 0, 0, 0, 0, 0], &[], 0, false);
+        if o.status == 0 {
+            return (0, (0, 0, 0));
+        }
+        let s = sense(&o);
+        if s.0 != 6 {
+            return (o.status, s);
+        }
+    }
+    panic!("unit attentions do not stop");
+}
+
+/// The NAA designator of VPD page 0x83.
+fn naa(i: &mut Initiator) -> Vec<u8> {
+    let o = i.scsi(lun_id(0), &[0x12, 1, 0x83, 0, 255, 0], &[], 255, true);
+    assert_eq!(o.status, 0);
+    let d = &o.data;
+    let mut p = 4;
+    while p + 4 <= d.len() {
+        let len = d[p + 3] as usize;
+        if d[p + 1] & 0x0f == 3 {
+            return d[p + 4..p + 4 + len].to_vec();
+        }
+        p += 4 + len;
+    }
+    panic!("no NAA designator in {d:02x?}");
+}
+
+/// REPORT TARGET PORT GROUPS: (group, state) pairs.
+fn rtpg(i: &mut Initiator) -> Vec<(u16, u8)> {
+    let cdb = [0xa3, 0x0a, 0, 0, 0, 0, 0, 0, 4, 0, 0, 0];
+    let mut o = i.scsi(lun_id(0), &cdb, &[], 1024, true);
+    // ASYMMETRIC ACCESS STATE CHANGED first, as Linux's ALUA handler sees it.
+    while o.status == 2 && sense(&o).0 == 6 {
+        o = i.scsi(lun_id(0), &cdb, &[], 1024, true);
+    }
+    assert_eq!(o.status, 0, "RTPG: {:02x?}", o.sense);
+    let d = &o.data;
+    let mut out = Vec::new();
+    let mut p = 4;
+    while p + 8 <= d.len() {
+        let ports = d[p + 7] as usize;
+        out.push((u16::from_be_bytes([d[p + 2], d[p + 3]]), d[p] & 0x0f));
+        p += 8 + 4 * ports;
+    }
+    out
+}
+
+fn wait_state(c: &mut admin::client::Client, sync: &str, want: u64) -> Value {
+    let t = Instant::now();
+    loop {
+        let i = instance(c, sync);
+        if i["CopyState"].as_u64() == Some(want) {
+            return i;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "{sync} stuck in {i}, waiting for CopyState {want}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn modify(c: &mut admin::client::Client, op: u16, sync: &str) -> Value {
+    let r = ok(
+        c,
+        "ModifyReplicaSynchronization",
+        json!({"Operation": op, "Synchronization": sync}),
+    );
+    Value::Object(r.body)
+}
+
+fn image(c: &mut admin::client::Client, volume: &str) -> Vec<u8> {
+    let path = instance(c, volume)["IronLun_Path"]
+        .as_str()
+        .expect("path")
+        .to_owned();
+    let mut b = std::fs::read(path).expect("image");
+    b.resize(SIZE, 0);
+    b
+}
+
+fn put(model: &mut [u8], lba: u32, data: &[u8]) {
+    let at = lba as usize * 512;
+    model[at..at + data.len()].copy_from_slice(data);
+}
+
+/// Create the HA pair from A through `portal` (B directly or a proxy); returns A's pair and
+/// B's relationship.
+fn pair(a: &Server, portal: &str, mode: u16) -> (String, String) {
+    let mut c = a.admin();
+    ok(
+        &mut c,
+        "CreateAccessPoint",
+        json!({"Name": "b", "Portal": portal, "Target": IQN, "Lun": 0, "InitiatorName": MIRROR_INITIATOR}),
+    );
+    let r = ok(
+        &mut c,
+        "CreateGroupReplica",
+        json!({"SyncType": 6, "Mode": mode, "SourceElement": "volume:test-lun0", "TargetAccessPoint": "accesspoint:b", "RelationshipName": "ha", "WaitForCopyState": 4}),
+    );
+    let gsync = r.str("Synchronization").unwrap().to_owned();
+    let p = crate::replication::pairs(&mut c, &gsync).remove(0);
+    let inst = wait_state(&mut c, &p, 4);
+    let remote = inst["IronLun_PeerSynchronization"]
+        .as_str()
+        .unwrap_or_else(|| panic!("the peer does not know the pair: {inst}"))
+        .to_owned();
+    (p, remote)
+}
+
+/// Drain an asynchronous pair.
+fn caught_up(c: &mut admin::client::Client, p: &str) {
+    let t = Instant::now();
+    while instance(c, p)["IronLun_LagBytes"].as_u64().unwrap_or(0) > 0 {
+        assert!(t.elapsed() < Duration::from_secs(30));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn ha_pair_one_identity_planned_failover_and_failback() {
+    for mode in [2u16, 3] {
+        let b = server_b();
+        let a = server_a();
+        let mut model = vec![0u8; SIZE];
+        let mut ha = host(&a, "iqn.2026-11.test:host");
+        ha.clear_ua(lun_id(0));
+        let base = pattern(1 << 20, 3);
+        write_ok(&mut ha, 0, 0, &base);
+        put(&mut model, 0, &base);
+        let (p, remote) = pair(&a, &b.addr().to_string(), mode);
+        ha.clear_ua(lun_id(0));
+        let mut ca = a.admin();
+        let mut cb = b.admin();
+        // B knows the relationship: its CIM instance names A's.
+        let binst = instance(&mut cb, &remote);
+        assert_eq!(binst["IronLun_Role"], json!("secondary"), "{binst}");
+        assert_eq!(binst["IronLun_PeerSynchronization"], json!(p));
+        assert_eq!(binst["SyncedElement"], json!("volume:copy"));
+        assert_eq!(
+            image(&mut cb, "volume:copy"),
+            model,
+            "mode {mode}: the initial copy"
+        );
+
+        // One identity, ALUA: A active/optimized, B standby.
+        let mut hb = host(&b, "iqn.2026-11.test:host");
+        assert_eq!(naa(&mut ha), naa(&mut hb), "one VPD 0x83 designator");
+        assert_eq!(tur(&mut hb), (2, (2, 4, 0x0b)), "B's port is standby");
+        assert_eq!(
+            sense(&write(&mut hb, 0, 0, &[9u8; 512])),
+            (2, 4, 0x0b),
+            "B refuses host writes"
+        );
+        assert_eq!(rtpg(&mut ha), vec![(1, 0), (2, 2)]);
+        assert_eq!(rtpg(&mut hb), vec![(1, 0), (2, 2)]);
+        // Writes on A reach B.
+        for k in 0..6u32 {
+            let d = pattern(64 << 10, 10 + k as u8);
+            write_ok(&mut ha, 0, 2048 + k * 1000, &d);
+            put(&mut model, 2048 + k * 1000, &d);
+        }
+        caught_up(&mut ca, &p);
+        assert!(
+            image(&mut cb, "volume:copy") == model,
+            "mode {mode}: B follows A"
+        );
+
+        // Planned failover: B active, A standby.
+        modify(&mut ca, 10, &p);
+        assert_eq!(instance(&mut ca, &p)["CopyState"], json!(10));
+        assert_eq!(instance(&mut ca, &p)["IronLun_PeerPrimary"], json!(true));
+        assert_eq!(instance(&mut cb, &remote)["IronLun_Role"], json!("primary"));
+        assert_eq!(tur(&mut ha), (2, (2, 4, 0x0b)), "A's port is standby now");
+        assert_eq!(tur(&mut hb), (0, (0, 0, 0)), "B's port is active");
+        assert_eq!(rtpg(&mut hb), vec![(1, 2), (2, 0)]);
+        // Writes on the new primary (5 chunks), read back there.
+        for (k, lba) in [0u32, 4096, 8960, 19_968, 29_952].into_iter().enumerate() {
+            let d = pattern(64 << 10, 50 + k as u8);
+            write_ok(&mut hb, 0, lba, &d);
+            put(&mut model, lba, &d);
+        }
+        assert_eq!(read(&mut hb, 0, 8960, 128), model[8960 * 512..9088 * 512]);
+        assert_eq!(
+            instance(&mut cb, &remote)["IronLun_DirtyChunks"],
+            json!(5),
+            "B tracked the chunks it changed"
+        );
+
+        // Failback: B's changes come back to A, A is primary again and B follows.
+        modify(&mut ca, 11, &p);
+        let inst = wait_state(&mut ca, &p, 4);
+        assert_eq!(inst["IronLun_PeerPrimary"], json!(false));
+        assert_eq!(
+            inst["IronLun_ChunksCopied"],
+            json!(5),
+            "only B's changed chunks"
+        );
+        assert_eq!(tur(&mut ha), (0, (0, 0, 0)));
+        assert_eq!(tur(&mut hb), (2, (2, 4, 0x0b)));
+        assert!(
+            image(&mut ca, "volume:test-lun0") == model,
+            "mode {mode}: A has B's writes"
+        );
+        let d = pattern(64 << 10, 99);
+        write_ok(&mut ha, 0, 100, &d);
+        put(&mut model, 100, &d);
+        caught_up(&mut ca, &p);
+        assert!(
+            image(&mut cb, "volume:copy") == model,
+            "mode {mode}: B follows A again"
+        );
+        assert_eq!(instance(&mut cb, &remote)["IronLun_DirtyChunks"], json!(0));
+    }
+}
+
+/// The link is cut, A keeps writing, B is failed over by hand (A is presumed lost) and
+/// written too: when the link returns A learns of B's newer generation, stops serving
+/// writes and reports the split brain; Failback on A keeps B's data.
+#[test]
+fn ha_split_brain_is_detected_and_failback_keeps_the_peers_data() {
+    let b = server_b();
+    let proxy = crate::proxy::Proxy::start(b.addr());
+    let a = server_a();
+    let mut ha = host(&a, "iqn.2026-11.test:host");
+    ha.clear_ua(lun_id(0));
+    write_ok(&mut ha, 0, 0, &pattern(1 << 20, 1));
+    let (p, remote) = pair(&a, &proxy.addr.to_string(), 2);
+    ha.clear_ua(lun_id(0));
+    let mut ca = a.admin();
+    let mut cb = b.admin();
+    proxy.cut();
+    // A writes while apart (its pair goes Partitioned, tracking).
+    write_ok(&mut ha, 0, 5000, &pattern(64 << 10, 7));
+    wait_state(&mut ca, &p, 16);
+    // Unplanned failover on B, and writes there.
+    modify(&mut cb, 10, &remote);
+    let mut hb = host(&b, "iqn.2026-11.test:host");
+    assert_eq!(tur(&mut hb), (0, (0, 0, 0)));
+    write_ok(&mut hb, 0, 8000, &pattern(64 << 10, 8));
+    let b_gen = instance(&mut cb, &remote)["IronLun_Generation"].clone();
+    assert_eq!(b_gen, json!(2));
+    proxy.restore();
+    // A probes the peer, sees generation 2 and its own writes: split brain, fenced.
+    let inst = wait_state(&mut ca, &p, 5);
+    assert_eq!(inst["IronLun_SplitBrain"], json!(true), "{inst}");
+    assert_eq!(inst["IronLun_Generation"], json!(2));
+    assert_eq!(tur(&mut ha), (2, (2, 4, 0x0b)), "A refuses its old role");
+    // Failback: B's data wins everywhere.
+    let model = image(&mut cb, "volume:copy");
+    modify(&mut ca, 11, &p);
+    let inst = wait_state(&mut ca, &p, 4);
+    assert_eq!(inst["IronLun_SplitBrain"], json!(false));
+    assert!(image(&mut ca, "volume:test-lun0") == model, "A equals B");
+    assert_eq!(tur(&mut ha), (0, (0, 0, 0)));
+    assert_eq!(tur(&mut hb), (2, (2, 4, 0x0b)));
+}
