@@ -37,10 +37,20 @@ size = "16MiB"
 /// Server B: portal group 2 on 127.0.0.2, the same target name, A's mirror initiator as
 /// its replica peer, and a volume exposed as LUN 0 to hold the copy.
 fn server_b() -> Server {
+    server_b_on(0)
+}
+
+/// A free TCP port on 127.0.0.2 (so that B keeps its address across restarts).
+fn free_port_b() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.2:0").expect("bind 127.0.0.2");
+    l.local_addr().expect("addr").port()
+}
+
+fn server_b_on(port: u16) -> Server {
     let s = Server::start_config(&format!(
         r#"
 [[portal]]
-address = "127.0.0.2:0"
+address = "127.0.0.2:{port}"
 group = 2
 
 [[target]]
@@ -326,6 +336,66 @@ fn ha_split_brain_is_detected_and_failback_keeps_the_peers_data() {
     let inst = wait_state(&mut ca, &p, 4);
     assert_eq!(inst["IronLun_SplitBrain"], json!(false));
     assert!(image(&mut ca, "volume:test-lun0") == model, "A equals B");
+    assert_eq!(tur(&mut ha), (0, (0, 0, 0)));
+    assert_eq!(tur(&mut hb), (2, (2, 4, 0x0b)));
+}
+
+/// Roles, identities, access states and the secondary's change map survive restarts of
+/// both servers (`kill -9` of the old primary, a clean stop of the new one); Failback
+/// afterwards brings back exactly what changed.
+#[test]
+fn ha_roles_survive_restarts() {
+    let mut b = server_b_on(free_port_b());
+    let mut a = server_a();
+    let mut model = vec![0u8; SIZE];
+    let mut ha = host(&a, "iqn.2026-11.test:host");
+    ha.clear_ua(lun_id(0));
+    let base = pattern(2 << 20, 5);
+    write_ok(&mut ha, 0, 0, &base);
+    put(&mut model, 0, &base);
+    let (p, remote) = pair(&a, &b.addr().to_string(), 2);
+    modify(&mut a.admin(), 10, &p);
+    let mut hb = host(&b, "iqn.2026-11.test:host");
+    let d = pattern(128 << 10, 6);
+    assert_eq!(tur(&mut hb), (0, (0, 0, 0)));
+    write_ok(&mut hb, 0, 1024, &d);
+    put(&mut model, 1024, &d);
+    let id_before = naa(&mut hb);
+    // The old primary dies and comes back: still fenced.
+    drop(ha);
+    a.restart(true);
+    let mut ha = host(&a, "iqn.2026-11.test:host");
+    assert_eq!(
+        tur(&mut ha),
+        (2, (2, 4, 0x0b)),
+        "A stays standby after a restart"
+    );
+    assert_eq!(rtpg(&mut ha), vec![(1, 2), (2, 0)]);
+    let mut ca = a.admin();
+    assert_eq!(instance(&mut ca, &p)["CopyState"], json!(10));
+    // The new primary restarts: still primary, same identity, its changes still tracked.
+    drop(hb);
+    b.restart(false);
+    let mut hb = host(&b, "iqn.2026-11.test:host");
+    assert_eq!(
+        tur(&mut hb),
+        (0, (0, 0, 0)),
+        "B stays primary after a restart"
+    );
+    assert_eq!(naa(&mut hb), id_before);
+    let mut cb = b.admin();
+    assert_eq!(instance(&mut cb, &remote)["IronLun_DirtyChunks"], json!(2));
+    let d = pattern(64 << 10, 7);
+    write_ok(&mut hb, 0, 8192, &d);
+    put(&mut model, 8192, &d);
+    // Failback after all that.
+    modify(&mut ca, 11, &p);
+    let inst = wait_state(&mut ca, &p, 4);
+    assert_eq!(inst["IronLun_ChunksCopied"], json!(3));
+    assert!(
+        image(&mut ca, "volume:test-lun0") == model,
+        "A has every write of B"
+    );
     assert_eq!(tur(&mut ha), (0, (0, 0, 0)));
     assert_eq!(tur(&mut hb), (2, (2, 4, 0x0b)));
 }
