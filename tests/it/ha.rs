@@ -300,44 +300,60 @@ fn ha_pair_one_identity_planned_failover_and_failback() {
 
 /// The link is cut, A keeps writing, B is failed over by hand (A is presumed lost) and
 /// written too: when the link returns A learns of B's newer generation, stops serving
-/// writes and reports the split brain; Failback on A keeps B's data.
+/// writes and reports the split brain. Failback on A keeps B's data; Resync keeps A's.
 #[test]
-fn ha_split_brain_is_detected_and_failback_keeps_the_peers_data() {
-    let b = server_b();
-    let proxy = crate::proxy::Proxy::start(b.addr());
-    let a = server_a();
-    let mut ha = host(&a, "iqn.2026-11.test:host");
-    ha.clear_ua(lun_id(0));
-    write_ok(&mut ha, 0, 0, &pattern(1 << 20, 1));
-    let (p, remote) = pair(&a, &proxy.addr.to_string(), 2);
-    ha.clear_ua(lun_id(0));
-    let mut ca = a.admin();
-    let mut cb = b.admin();
-    proxy.cut();
-    // A writes while apart (its pair goes Partitioned, tracking).
-    write_ok(&mut ha, 0, 5000, &pattern(64 << 10, 7));
-    wait_state(&mut ca, &p, 16);
-    // Unplanned failover on B, and writes there.
-    modify(&mut cb, 10, &remote);
-    let mut hb = host(&b, "iqn.2026-11.test:host");
-    assert_eq!(tur(&mut hb), (0, (0, 0, 0)));
-    write_ok(&mut hb, 0, 8000, &pattern(64 << 10, 8));
-    let b_gen = instance(&mut cb, &remote)["IronLun_Generation"].clone();
-    assert_eq!(b_gen, json!(2));
-    proxy.restore();
-    // A probes the peer, sees generation 2 and its own writes: split brain, fenced.
-    let inst = wait_state(&mut ca, &p, 5);
-    assert_eq!(inst["IronLun_SplitBrain"], json!(true), "{inst}");
-    assert_eq!(inst["IronLun_Generation"], json!(2));
-    assert_eq!(tur(&mut ha), (2, (2, 4, 0x0b)), "A refuses its old role");
-    // Failback: B's data wins everywhere.
-    let model = image(&mut cb, "volume:copy");
-    modify(&mut ca, 11, &p);
-    let inst = wait_state(&mut ca, &p, 4);
-    assert_eq!(inst["IronLun_SplitBrain"], json!(false));
-    assert!(image(&mut ca, "volume:test-lun0") == model, "A equals B");
-    assert_eq!(tur(&mut ha), (0, (0, 0, 0)));
-    assert_eq!(tur(&mut hb), (2, (2, 4, 0x0b)));
+fn ha_split_brain_is_detected_and_resolved_either_way() {
+    for keep_b in [true, false] {
+        let b = server_b();
+        let proxy = crate::proxy::Proxy::start(b.addr());
+        let a = server_a();
+        let mut ha = host(&a, "iqn.2026-11.test:host");
+        ha.clear_ua(lun_id(0));
+        write_ok(&mut ha, 0, 0, &pattern(1 << 20, 1));
+        let (p, remote) = pair(&a, &proxy.addr.to_string(), 2);
+        ha.clear_ua(lun_id(0));
+        let mut ca = a.admin();
+        let mut cb = b.admin();
+        proxy.cut();
+        // A writes while apart (its pair goes Partitioned, tracking).
+        write_ok(&mut ha, 0, 5120, &pattern(64 << 10, 7));
+        wait_state(&mut ca, &p, 16);
+        // Unplanned failover on B, and writes there.
+        modify(&mut cb, 10, &remote);
+        let mut hb = host(&b, "iqn.2026-11.test:host");
+        assert_eq!(tur(&mut hb), (0, (0, 0, 0)));
+        write_ok(&mut hb, 0, 8192, &pattern(64 << 10, 8));
+        assert_eq!(instance(&mut cb, &remote)["IronLun_Generation"], json!(2));
+        proxy.restore();
+        // A probes the peer, sees generation 2 and its own writes: split brain, fenced.
+        let inst = wait_state(&mut ca, &p, 5);
+        assert_eq!(inst["IronLun_SplitBrain"], json!(true), "{inst}");
+        assert_eq!(inst["IronLun_Generation"], json!(2));
+        assert_eq!(tur(&mut ha), (2, (2, 4, 0x0b)), "A refuses its old role");
+        let model = if keep_b {
+            // Failback: B's data wins everywhere.
+            let m = image(&mut cb, "volume:copy");
+            modify(&mut ca, 11, &p);
+            m
+        } else {
+            // Resync: A's data wins everywhere.
+            let m = image(&mut ca, "volume:test-lun0");
+            modify(&mut ca, 14, &p);
+            m
+        };
+        let inst = wait_state(&mut ca, &p, 4);
+        assert_eq!(inst["IronLun_SplitBrain"], json!(false));
+        assert!(
+            image(&mut ca, "volume:test-lun0") == model,
+            "A holds the winner's data"
+        );
+        assert!(
+            image(&mut cb, "volume:copy") == model,
+            "B holds the winner's data"
+        );
+        assert_eq!(tur(&mut ha), (0, (0, 0, 0)));
+        assert_eq!(tur(&mut hb), (2, (2, 4, 0x0b)));
+    }
 }
 
 /// Roles, identities, access states and the secondary's change map survive restarts of
