@@ -263,8 +263,7 @@ fn sync_mirror_follows_every_write_and_counts_resync_and_restore() {
     assert_eq!(rig.state(id), CopyState::Split);
     rig.write("m_1", 7 * CHUNK, 2 * CHUNK as usize, 0xD);
     let want = rig.read_all("m_1");
-    let out = rig.modify(RESTORE, gid);
-    assert!(out.job.is_none());
+    rig.modify(RESTORE, gid);
     assert_eq!(rig.sync(id).last_copy_chunks, 2);
     assert_same(&rig.read_all("a"), &want, "images");
     assert_eq!(rig.state(id), CopyState::Synchronized);
@@ -424,14 +423,19 @@ fn suspend_resume_deactivate_activate_abort() {
         });
     let out = out.unwrap();
     if out.code == ReturnCode::JobStarted {
-        rig.modify(ABORT, gid);
-        assert_eq!(rig.state(id), CopyState::Aborted);
-        let info = rig
-            .svc
-            .jobs
-            .wait(out.job.unwrap(), Duration::from_secs(30))
-            .unwrap();
-        assert_eq!(info.state, replication::types::JobState::Exception);
+        match rig.try_modify(ABORT, gid, false) {
+            Ok(_) => {
+                assert_eq!(rig.state(id), CopyState::Aborted);
+                let info = rig
+                    .svc
+                    .jobs
+                    .wait(out.job.unwrap(), Duration::from_secs(30))
+                    .unwrap();
+                assert_eq!(info.state, replication::types::JobState::Exception);
+            }
+            // On a loaded machine the copy may finish before the Abort arrives.
+            Err(e) => assert_eq!(rig.state(id), CopyState::Synchronized, "{e:?}"),
+        }
     }
     rig.faulty["a"].latency_us.store(0, Ordering::Relaxed);
     rig.idle();
