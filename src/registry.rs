@@ -453,6 +453,18 @@ impl HaHost for Registry {
         self.hide_lun(target, lun);
     }
 
+    fn places(&self, volume: &str) -> Vec<(String, u16)> {
+        self.units_of(volume)
+            .into_iter()
+            .filter_map(|(t, lu)| {
+                t.lun_map()
+                    .iter()
+                    .find(|(_, x)| Arc::ptr_eq(x, &lu))
+                    .map(|(l, _)| (t.name.clone(), l))
+            })
+            .collect()
+    }
+
     fn set_access(&self, volume: &str, access: &Access) {
         for (t, lu) in self.units_of(volume) {
             lu.set_peer_initiators(access.peer_initiators.clone(), access.peer_writes);

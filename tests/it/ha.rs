@@ -15,7 +15,10 @@ use crate::{
 const MIRROR_INITIATOR: &str = "iqn.2026-11.test:mirror";
 const SIZE: usize = 16 << 20;
 
-/// Server A: portal group 1 on 127.0.0.1, LUN 0 the source.
+/// B's initiator towards A (after Reverse Roles).
+const MIRROR_INITIATOR_B: &str = "iqn.2026-11.test:mirror-b";
+
+/// Server A: portal group 1 on 127.0.0.1, LUN 0 the source; B may become its source too.
 fn server_a() -> Server {
     Server::start_config(&format!(
         r#"
@@ -25,6 +28,7 @@ group = 1
 
 [[target]]
 name = "{IQN}"
+replica_peers = ["{MIRROR_INITIATOR_B}"]
 
 [[target.lun]]
 lun = 0
@@ -414,4 +418,92 @@ fn ha_roles_survive_restarts() {
     );
     assert_eq!(tur(&mut ha), (0, (0, 0, 0)));
     assert_eq!(tur(&mut hb), (2, (2, 4, 0x0b)));
+}
+
+/// Reverse Roles after a planned Failover: B becomes the source of the relationship and A
+/// its secondary copy; only the chunks B changed are copied; B's writes then reach A.
+#[test]
+fn ha_reverse_roles_makes_the_peer_the_source() {
+    let b = server_b();
+    let a = server_a();
+    let mut model = vec![0u8; SIZE];
+    let mut ha = host(&a, "iqn.2026-11.test:host");
+    ha.clear_ua(lun_id(0));
+    let base = pattern(1 << 20, 21);
+    write_ok(&mut ha, 0, 0, &base);
+    put(&mut model, 0, &base);
+    let (p, remote) = pair(&a, &b.addr().to_string(), 2);
+    let mut ca = a.admin();
+    let mut cb = b.admin();
+    // B can reach A's LUN with its own initiator.
+    ok(
+        &mut cb,
+        "CreateAccessPoint",
+        json!({"Name": "a", "Portal": a.addr().to_string(), "Target": IQN, "Lun": 0, "InitiatorName": MIRROR_INITIATOR_B}),
+    );
+    modify(&mut ca, 10, &p);
+    let mut hb = host(&b, "iqn.2026-11.test:host");
+    assert_eq!(tur(&mut hb), (0, (0, 0, 0)));
+    for (k, lba) in [128u32, 4096, 16_384].into_iter().enumerate() {
+        let d = pattern(64 << 10, 30 + k as u8);
+        write_ok(&mut hb, 0, lba, &d);
+        put(&mut model, lba, &d);
+    }
+    // Reverse: A keeps a secondary's record, B holds the source.
+    let out = modify(&mut ca, 20, &p);
+    let a_rec = out["UpdatedSynchronization"]
+        .as_str()
+        .expect("the new reference")
+        .to_owned();
+    let arec = instance(&mut ca, &a_rec);
+    assert_eq!(arec["IronLun_Role"], json!("secondary"), "{arec}");
+    assert_eq!(arec["SyncedElement"], json!("volume:test-lun0"));
+    let b_pair = arec["IronLun_PeerSynchronization"]
+        .as_str()
+        .expect("B's relationship")
+        .to_owned();
+    assert_ne!(
+        ca.call("GetInstance", json!({"Ref": p})).unwrap().code,
+        0,
+        "A's old relationship is gone"
+    );
+    let binst = wait_state(&mut cb, &b_pair, 4);
+    assert_eq!(binst["SystemElement"], json!("volume:copy"));
+    assert_eq!(
+        binst["IronLun_ChunksCopied"],
+        json!(3),
+        "only B's changes: {binst}"
+    );
+    assert!(
+        image(&mut ca, "volume:test-lun0") == model,
+        "A has B's writes"
+    );
+    assert_ne!(
+        cb.call("GetInstance", json!({"Ref": remote})).unwrap().code,
+        0,
+        "B's secondary record is gone: B holds the source's relationship"
+    );
+    // B is the primary and its writes reach A; A refuses hosts.
+    let d = pattern(64 << 10, 40);
+    write_ok(&mut hb, 0, 8192, &d);
+    put(&mut model, 8192, &d);
+    assert!(
+        image(&mut ca, "volume:test-lun0") == model,
+        "B's new writes reach A"
+    );
+    assert_eq!(tur(&mut ha), (2, (2, 4, 0x0b)));
+    assert_eq!(rtpg(&mut hb), vec![(1, 2), (2, 0)]);
+    // And the roles move back the same way, now driven from B.
+    modify(&mut cb, 10, &b_pair);
+    assert_eq!(tur(&mut ha), (0, (0, 0, 0)));
+    assert_eq!(tur(&mut hb), (2, (2, 4, 0x0b)));
+    let d = pattern(64 << 10, 41);
+    write_ok(&mut ha, 0, 256, &d);
+    put(&mut model, 256, &d);
+    modify(&mut cb, 11, &b_pair);
+    wait_state(&mut cb, &b_pair, 4);
+    assert!(
+        image(&mut cb, "volume:copy") == model,
+        "B has A's writes after Failback"
+    );
 }

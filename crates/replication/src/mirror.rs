@@ -646,6 +646,12 @@ impl Mirror {
         self.restore_to_source(progress, &|| false)
     }
 
+    /// Replace the chunks to copy (a new pair whose target already holds all but these; call
+    /// with the source quiesced).
+    pub fn set_out_of_sync(&self, chunks: Bitmap) {
+        self.st().out_of_sync = chunks;
+    }
+
     /// Record chunks as changed on the target (written on an HA peer while it was primary).
     pub fn add_target_dirty(&self, chunks: &Bitmap) {
         self.st().target_dirty.union(chunks);

@@ -910,7 +910,7 @@ impl ReplicationService {
     /// Create one pair (and its target, when it does not exist). Returns whether the
     /// target was created.
     #[allow(clippy::too_many_arguments)]
-    fn make_pair(
+    pub(crate) fn make_pair(
         self: &Arc<Self>,
         cat: &mut super::Catalog,
         id: u64,

@@ -228,15 +228,16 @@ impl ReplicationService {
             let split = s.peer.as_ref().is_some_and(|l| l.split_brain);
             let state = if split && op == Operation::Failback {
                 CopyState::Failedover
+            } else if s.peer.is_some()
+                && op == Operation::ReverseRoles
+                && s.state == CopyState::Failedover
+            {
+                // An HA pair reverses after a Failover (feature 32): checked as a split
+                // pair, whose target is the writable side too.
+                CopyState::Split
             } else {
                 s.state
             };
-            if s.peer.is_some() && op == Operation::ReverseRoles {
-                return Err(MethodError::not_supported(
-                    "Operation",
-                    "Reverse Roles is not supported for an HA pair: use Failover and Failback",
-                ));
-            }
             match table::check(op, s.sync_type, state, force) {
                 Ok(t) => transition = Some(t),
                 Err(r) => return Err(refusal(op, *m, s.sync_type, r)),
@@ -388,6 +389,16 @@ impl ReplicationService {
                     for &m in &peered {
                         self.ha_detach(cat, m);
                     }
+                }
+                ReverseRoles => {
+                    if peered.len() != 1 || members.len() != 1 {
+                        return Err(MethodError::not_supported(
+                            "Synchronization",
+                            "Reverse Roles of an HA pair operates on one pair",
+                        ));
+                    }
+                    out.updated_synchronization = Some(self.ha_reverse(cat, peered[0])?);
+                    return Ok(());
                 }
                 _ => {}
             }

@@ -88,6 +88,8 @@ pub trait HaHost: Send + Sync + std::fmt::Debug {
     fn expose(&self, v: &ExposedVolume) -> Result<(), String>;
     /// Stop exporting a LUN.
     fn hide(&self, target: &str, lun: u16);
+    /// The (target, LUN) pairs exporting a volume.
+    fn places(&self, volume: &str) -> Vec<(String, u16)>;
     /// Set the access of every logical unit serving a volume.
     fn set_access(&self, volume: &str, access: &Access);
     /// Wait until no command admitted under the previous access is running.
@@ -207,6 +209,31 @@ pub enum PeerRequest {
         /// The relationship.
         remote: u64,
     },
+    /// Reverse Roles: this (primary) copy becomes the source of a mirror to the sender's
+    /// volume, which becomes the secondary. With `check`, only say whether it can (and with
+    /// which initiator it will write).
+    Reverse {
+        /// The relationship.
+        remote: u64,
+        /// Only check.
+        check: bool,
+        /// The sender's target and LUN exporting its volume.
+        target: String,
+        /// LUN.
+        lun: u16,
+        /// The sender's system id.
+        system: String,
+        /// Its (relative port, port group) pairs.
+        groups: Vec<(u16, u16)>,
+        /// The generation.
+        generation: u64,
+        /// Chunk ranges the sender changed that this copy lacks.
+        ranges: Vec<(u64, u64)>,
+        /// The sender lost track: copy everything.
+        full: bool,
+        /// The sender's id of the relationship it keeps as the secondary.
+        peer_id: u64,
+    },
     /// The relationship ends: the copy becomes an independent volume with its own identity.
     Detach {
         /// The relationship.
@@ -244,6 +271,12 @@ pub struct PeerReply {
     /// The next chunk to ask for, if more ranges remain.
     #[serde(default)]
     pub next: Option<u64>,
+    /// The initiator name it writes to its peer with (Reverse).
+    #[serde(default)]
+    pub initiator: String,
+    /// The volume holding its copy.
+    #[serde(default)]
+    pub volume: String,
 }
 
 /// Ranges per Dirty page (each at most ~44 bytes of JSON: well under the 8 KiB value).
@@ -437,14 +470,25 @@ impl ReplicationService {
     /// Serve one request of the peer protocol from `initiator` on `target` (the server has
     /// checked that the initiator is one of the target's replica peers).
     pub fn peer_request(self: &Arc<Self>, initiator: &str, target: &str, text: &str) -> String {
+        let mut resume = None;
         let reply = match serde_json::from_str::<PeerRequest>(text) {
-            Ok(req) => self.serve_peer(initiator, target, req),
+            Ok(req) => self.serve_peer(initiator, target, req, &mut resume),
             Err(e) => reply_error(format!("not a peer request: {e}")),
         };
+        // A reversed pair copies what differs (after the locks are released).
+        if let Some(id) = resume {
+            self.resume_copy(id);
+        }
         serde_json::to_string(&reply).unwrap_or_else(|_| "{}".into())
     }
 
-    fn serve_peer(self: &Arc<Self>, initiator: &str, target: &str, req: PeerRequest) -> PeerReply {
+    fn serve_peer(
+        self: &Arc<Self>,
+        initiator: &str,
+        target: &str,
+        req: PeerRequest,
+        resume: &mut Option<u64>,
+    ) -> PeerReply {
         let Some(host) = self.host().cloned() else {
             return reply_error("this server does not export volumes");
         };
@@ -469,6 +513,7 @@ impl ReplicationService {
             | PeerRequest::Demote { remote, .. }
             | PeerRequest::Dirty { remote, .. }
             | PeerRequest::Clean { remote }
+            | PeerRequest::Reverse { remote, .. }
             | PeerRequest::Detach { remote } => *remote,
         };
         let rec = match &req {
@@ -680,6 +725,68 @@ impl ReplicationService {
                     return reply_error(format!("clearing the change map: {e}"));
                 }
                 answer(&p, 0)
+            }
+            PeerRequest::Reverse {
+                check,
+                target: peer_target,
+                lun,
+                system: peer_system,
+                groups: peer_groups,
+                generation,
+                ranges,
+                full,
+                peer_id,
+                ..
+            } => {
+                let Some(p) = rec else {
+                    return reply_error("no such relationship");
+                };
+                if !p.primary {
+                    return reply_error("Reverse Roles needs this copy primary (after a Failover)");
+                }
+                let Some(ap) = cat
+                    .access_points
+                    .values()
+                    .find(|a| a.target.eq_ignore_ascii_case(&peer_target) && a.lun == lun)
+                    .cloned()
+                else {
+                    return reply_error(format!(
+                        "no access point to LUN {lun} of {peer_target} here: create one first"
+                    ));
+                };
+                let writer = ap
+                    .initiator_name
+                    .clone()
+                    .unwrap_or_else(|| super::remote::DEFAULT_INITIATOR.to_owned());
+                if check {
+                    return PeerReply {
+                        initiator: writer,
+                        volume: p.volume.clone(),
+                        ..answer(&p, 0)
+                    };
+                }
+                match self.reverse_here(
+                    &mut cat,
+                    &p,
+                    &ap,
+                    peer_system,
+                    peer_groups,
+                    generation,
+                    &ranges,
+                    full,
+                    peer_id,
+                ) {
+                    Ok(id) => {
+                        *resume = Some(id);
+                        PeerReply {
+                            remote: id,
+                            initiator: writer,
+                            volume: p.volume.clone(),
+                            ..base
+                        }
+                    }
+                    Err(e) => reply_error(e.message),
+                }
             }
             PeerRequest::Detach { .. } => {
                 let Some(p) = rec else {
@@ -1063,6 +1170,268 @@ impl ReplicationService {
             );
         }
         false
+    }
+
+    /// Reverse Roles on the secondary side that is primary: make this copy the source of a
+    /// mirror to the peer's volume, copying only the chunks either side changed. Returns the
+    /// new relationship.
+    #[allow(clippy::too_many_arguments)]
+    fn reverse_here(
+        self: &Arc<Self>,
+        cat: &mut super::Catalog,
+        p: &PeerRec,
+        ap: &super::remote::AccessPointRec,
+        peer_system: String,
+        peer_groups: Vec<(u16, u16)>,
+        generation: u64,
+        ranges: &[(u64, u64)],
+        full: bool,
+        peer_id: u64,
+    ) -> Result<u64, MethodError> {
+        let vol = self
+            .volume(&p.volume)
+            .ok_or_else(|| MethodError::failed("volume not open"))?;
+        let vrec = cat
+            .volumes
+            .get(&p.volume)
+            .cloned()
+            .ok_or_else(|| MethodError::failed("volume vanished"))?;
+        let dev = self.open_remote(ap)?;
+        if blockdev::BlockDevice::size(&*dev) < vrec.size || dev.block_size() != vrec.block_size {
+            return Err(MethodError::failed(format!(
+                "{} does not match {} in size or block size",
+                ap.url(),
+                p.volume
+            )));
+        }
+        let mut tname = format!("{}-peer", p.volume);
+        let mut n = 1;
+        while cat.volumes.contains_key(&tname) {
+            n += 1;
+            tname = format!("{}-peer{n}", p.volume);
+        }
+        let pool = self
+            .pool(None)
+            .ok_or_else(|| MethodError::failed("no pool"))?;
+        // What differs: this copy's changes since it became primary and the peer's.
+        let chunks = vol.chunk_count();
+        let mut differ = if full {
+            Bitmap::full(chunks)
+        } else {
+            let mut b = self
+                .track(p.id)
+                .map_or_else(|| Bitmap::full(chunks), |t| t.bitmap().clone());
+            for &(f, l) in ranges {
+                b.set_range(f, l.saturating_add(1));
+            }
+            b
+        };
+        if self.track(p.id).is_none() {
+            differ = Bitmap::full(chunks);
+        }
+        cat.volumes.insert(
+            tname.clone(),
+            super::VolumeRec {
+                name: tname.clone(),
+                path: ap.url(),
+                size: vrec.size,
+                block_size: vrec.block_size,
+                pool: None,
+                kind: super::VolumeKind::Remote {
+                    access_point: ap.name.clone(),
+                },
+                exposures: Vec::new(),
+                uid: super::new_uid(&tname, 0),
+                identity: None,
+            },
+        );
+        self.add_remote_volume(&tname, dev);
+        let gid = cat.alloc_id();
+        let id = cat.alloc_id();
+        {
+            // No host write slips between the new pair's full bitmap and the real one.
+            let _q = vol.quiesce();
+            if let Err(e) = self.make_pair(
+                cat,
+                id,
+                gid,
+                crate::types::SyncType::Mirror,
+                p.mode,
+                &p.volume,
+                &tname,
+                &pool,
+                &super::settings::ReplicationSettings::default(),
+            ) {
+                self.forget_remote_volume(cat, &tname);
+                return Err(e);
+            }
+            if let Ok(m) = self.mirror(id) {
+                m.set_out_of_sync(differ);
+            }
+            // This copy stops being the secondary.
+            cat.peers.remove(&p.id);
+            if let Some(t) = self.rt().peer_tracks.remove(&p.id) {
+                let hook: Arc<dyn WriteHook> = t;
+                vol.remove_hook(&hook);
+            }
+        }
+        let _ = std::fs::remove_file(self.path(&format!("peer-{}.dirty", p.id)));
+        let name = format!("{}-reversed", p.volume);
+        cat.groups.insert(
+            tname.clone(),
+            super::GroupRec {
+                name: tname.clone(),
+                members: vec![tname.clone()],
+            },
+        );
+        cat.group_syncs.insert(
+            gid,
+            super::GroupSyncRec {
+                id: gid,
+                name,
+                sync_type: crate::types::SyncType::Mirror,
+                mode: p.mode,
+                source_group: None,
+                target_group: tname.clone(),
+                consistency: false,
+                members: vec![id],
+                established: now(),
+            },
+        );
+        let link = PeerLink {
+            system: peer_system,
+            remote: peer_id,
+            groups: peer_groups,
+            generation,
+            peer_primary: false,
+            split_brain: false,
+        };
+        self.apply_primary_access(&p.volume, &link);
+        if let Some(s) = cat.syncs.get_mut(&id) {
+            s.peer = Some(link);
+        }
+        self.save(cat);
+        tracing::info!(sync = id, source = %p.volume, "HA pair reversed: this server holds the source");
+        Ok(id)
+    }
+
+    /// Reverse Roles of an HA pair whose peer is primary (after a Failover): the peer
+    /// becomes the source of the relationship and this side its secondary copy, and only the
+    /// chunks either side changed are copied. Returns the new relationship (on this side,
+    /// the secondary's record).
+    pub(crate) fn ha_reverse(&self, cat: &mut super::Catalog, id: u64) -> Result<u64, MethodError> {
+        let s = cat
+            .syncs
+            .get(&id)
+            .cloned()
+            .ok_or_else(|| MethodError::failed("no such pair"))?;
+        let link = s
+            .peer
+            .clone()
+            .ok_or_else(|| MethodError::failed("not an HA pair"))?;
+        if !link.peer_primary || link.split_brain {
+            return Err(MethodError::failed(
+                "Reverse Roles of an HA pair follows a Failover (the peer primary, no split brain)",
+            ));
+        }
+        let host = self
+            .host()
+            .cloned()
+            .ok_or_else(|| MethodError::failed("no server"))?;
+        let (target, lun) = host
+            .places(&s.source)
+            .into_iter()
+            .next()
+            .ok_or_else(|| MethodError::failed(format!("{} is not exported here", s.source)))?;
+        let mirror = self.mirror(id)?;
+        let (mine, _) = mirror.bitmaps();
+        let (ranges, more) = ranges(&mine, 0);
+        let full = more.is_some();
+        let system = self.system_id(cat);
+        let req = |check: bool, peer_id: u64| PeerRequest::Reverse {
+            remote: link.remote,
+            check,
+            target: target.clone(),
+            lun,
+            system: system.clone(),
+            groups: host
+                .portal_groups(&target)
+                .into_iter()
+                .map(|g| (g, g))
+                .collect(),
+            generation: link.generation,
+            ranges: if full { Vec::new() } else { ranges.clone() },
+            full,
+            peer_id,
+        };
+        let check = self
+            .peer_call(&s.target, &req(true, 0))
+            .map_err(|e| MethodError::failed(format!("Reverse Roles: {e}")))?;
+        // This side becomes the secondary: it admits the peer's writer from now on.
+        let pid = cat.alloc_id();
+        let mut p = PeerRec {
+            id: pid,
+            volume: s.source.clone(),
+            target: target.clone(),
+            lun,
+            source_system: link.system.clone(),
+            source_volume: check.volume.clone(),
+            source_sync: 0,
+            mode: s.mode,
+            initiator: check.initiator,
+            groups: link.groups.clone(),
+            generation: link.generation,
+            primary: false,
+            established: now(),
+        };
+        // The peer's writer is admitted before it starts copying.
+        if let Err(e) = self.install_track(&p) {
+            return Err(MethodError::failed(format!("HA copy: {e}")));
+        }
+        self.apply_secondary_access(&p);
+        let r = match self.peer_call(&s.target, &req(false, pid)) {
+            Ok(r) => r,
+            Err(e) => {
+                // Nothing changed on the peer: back to the failed-over pair.
+                if let Some(t) = self.rt().peer_tracks.remove(&pid)
+                    && let Some(vol) = self.volume(&p.volume)
+                {
+                    let hook: Arc<dyn WriteHook> = t;
+                    vol.remove_hook(&hook);
+                }
+                let _ = std::fs::remove_file(self.path(&format!("peer-{pid}.dirty")));
+                self.apply_primary_access(&s.source, &link);
+                return Err(MethodError::failed(format!("Reverse Roles: {e}")));
+            }
+        };
+        p.source_sync = r.remote;
+        self.finish_reverse(cat, id, p);
+        Ok(pid)
+    }
+
+    /// The managing side's part of Reverse Roles once the peer holds the source.
+    fn finish_reverse(&self, cat: &mut super::Catalog, id: u64, p: PeerRec) {
+        let gid = cat.syncs.get(&id).and_then(|s| s.group_sync);
+        if let Err(e) = self.remove_pair(cat, id, false) {
+            tracing::error!(sync = id, error = %e.message, "removing the reversed pair");
+        }
+        if let Some(gid) = gid {
+            let empty = cat.group_syncs.get_mut(&gid).is_some_and(|g| {
+                g.members.retain(|m| *m != id);
+                g.members.is_empty()
+            });
+            if empty
+                && let Some(g) = cat.group_syncs.remove(&gid)
+                && cat
+                    .groups
+                    .get(&g.target_group)
+                    .is_some_and(|t| t.members.is_empty())
+            {
+                cat.groups.remove(&g.target_group);
+            }
+        }
+        cat.peers.insert(p.id, p);
+        self.save(cat);
     }
 
     /// End an HA pair on the managing side (Detach, Return To ResourcePool): tell the peer.
