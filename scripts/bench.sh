@@ -54,7 +54,16 @@ IQN1=iqn.2026-11.io.ironlun:bench
 IQN2=iqn.2026-11.org.tgt:bench
 PIDS=()
 cleanup() {
+    # tgtd may not stop on SIGTERM while it has targets: ask it first, then insist.
+    tgtadm -C "$CTL" --op delete --mode system --force >/dev/null 2>&1 || true
     for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+    for _ in $(seq 50); do
+        alive=0
+        for p in "${PIDS[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done
+        [[ $alive == 0 ]] && break
+        sleep 0.1
+    done
+    for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done
     for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
     rm -rf "$WORK" "$SHM"
 }

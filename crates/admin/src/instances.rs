@@ -151,6 +151,7 @@ pub fn pair(s: &SyncRec, svc: &ReplicationService) -> Value {
         "IronLun_DirtyChunks": detail.map(|d| d.0),
         "IronLun_TargetDirtyChunks": detail.map(|d| d.1),
         "IronLun_LagBytes": detail.map(|d| d.2),
+        "IronLun_LagSeconds": detail.map(|d| d.3),
         "IronLun_PeerSystem": s.peer.as_ref().map(|l| l.system.clone()),
         "IronLun_PeerSynchronization": s.peer.as_ref().map(|l| refs::sync(l.remote)),
         "IronLun_Generation": s.peer.as_ref().map(|l| l.generation),
