@@ -558,3 +558,51 @@ fn ha_link_cut_resyncs_only_changed_chunks() {
     );
     assert_eq!(tur(&mut ha), (0, (0, 0, 0)));
 }
+
+/// The peer protocol answers only the target's replica peers; anything else is not
+/// understood, and a malformed request gets an error answer, never a dropped connection.
+#[test]
+fn ha_peer_protocol_answers_only_replica_peers() {
+    use iscsi_proto::text::TextKeys;
+    let b = server_b();
+    let ask = |initiator: &str, value: &str| {
+        let cfg = initiator::Config::new(&b.addr().to_string(), IQN, initiator);
+        let s = initiator::Session::login(&cfg).expect("login");
+        let mut keys = TextKeys::default();
+        keys.push("X-io.ironlun.Peer", value);
+        keys.push("X-com.example.Other", "1");
+        let answer = s.text(&keys).expect("text");
+        (
+            answer
+                .get("X-io.ironlun.Peer")
+                .unwrap_or_default()
+                .to_owned(),
+            answer
+                .get("X-com.example.Other")
+                .unwrap_or_default()
+                .to_owned(),
+        )
+    };
+    let hello = r#"{"op": "Hello", "system": "x"}"#;
+    assert_eq!(
+        ask("iqn.2026-11.test:host", hello),
+        ("NotUnderstood".into(), "NotUnderstood".into())
+    );
+    let (reply, other) = ask(MIRROR_INITIATOR, hello);
+    let v: Value = serde_json::from_str(&reply).expect("JSON");
+    assert!(v["system"].as_str().is_some_and(|s| s.len() == 16), "{v}");
+    assert_eq!(v["groups"], json!([[2, 2]]));
+    assert_eq!(other, "NotUnderstood");
+    let (reply, _) = ask(MIRROR_INITIATOR, "{not json");
+    let v: Value = serde_json::from_str(&reply).expect("JSON");
+    assert!(v["error"].as_str().is_some(), "{v}");
+    let (reply, _) = ask(
+        MIRROR_INITIATOR,
+        r#"{"op": "Promote", "remote": 99, "generation": 9}"#,
+    );
+    let v: Value = serde_json::from_str(&reply).expect("JSON");
+    assert!(
+        v["error"].as_str().unwrap().contains("no HA relationship"),
+        "{v}"
+    );
+}
