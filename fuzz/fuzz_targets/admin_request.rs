@@ -19,7 +19,7 @@ use std::{
     time::Duration,
 };
 
-use admin::{Dispatcher, Exports};
+use admin::{Dispatcher, Exports, METHODS};
 use blockdev::MemDevice;
 use libfuzzer_sys::fuzz_target;
 use replication::service::{ExposedVolume, PoolConfig, ReplicationService, ServiceConfig};
@@ -28,101 +28,6 @@ use serde_json::{Map, Value, json};
 const TARGET: &str = "iqn.2026-11.io.ironlun:fuzz";
 const MAX_VOLUME_BYTES: u64 = 4 << 20;
 const MAX_VOLUMES: usize = 64;
-
-/// The methods and their parameters (docs/admin-protocol.md).
-const METHODS: &[(&str, &[&str])] = &[
-    (
-        "CreateGroupReplica",
-        &[
-            "RelationshipName",
-            "SyncType",
-            "Mode",
-            "SourceGroup",
-            "SourceElement",
-            "SourceAccessPoint",
-            "TargetGroup",
-            "TargetElementCount",
-            "TargetAccessPoint",
-            "Consistency",
-            "ReplicationSettingData",
-            "TargetSettingGoal",
-            "TargetPool",
-            "WaitForCopyState",
-            "ConnectivityCollection",
-            "Collections",
-        ],
-    ),
-    (
-        "ModifyReplicaSynchronization",
-        &[
-            "Operation",
-            "Synchronization",
-            "ReplicationSettingData",
-            "SyncPair",
-            "Force",
-            "WaitForCopyState",
-        ],
-    ),
-    (
-        "CreateGroup",
-        &[
-            "GroupName",
-            "Members",
-            "Persistent",
-            "DeleteOnEmptyElement",
-            "DeleteOnUnassociated",
-            "ServiceAccessPoint",
-            "ReplicationSettingData",
-        ],
-    ),
-    (
-        "DeleteGroup",
-        &[
-            "ReplicationGroup",
-            "ServiceAccessPoint",
-            "RemoveElements",
-            "ReplicationSettingData",
-        ],
-    ),
-    (
-        "AddMembers",
-        &[
-            "Members",
-            "ReplicationGroup",
-            "ServiceAccessPoint",
-            "ReplicationSettingData",
-        ],
-    ),
-    (
-        "RemoveMembers",
-        &[
-            "Members",
-            "DeleteOnEmptyElement",
-            "ReplicationGroup",
-            "ServiceAccessPoint",
-            "ReplicationSettingData",
-        ],
-    ),
-    ("CreateVolume", &["ElementName", "Size", "Pool"]),
-    ("DeleteVolume", &["TheElement"]),
-    ("ExposeVolume", &["TheElement", "Target", "Lun", "ReadOnly"]),
-    ("HideVolume", &["TheElement", "Target"]),
-    ("GetInstance", &["Ref"]),
-    ("EnumerateInstances", &["ClassName"]),
-    ("GetSupportedOperations", &["ReplicationType", "CopyState"]),
-    ("GetSupportedCopyStates", &["ReplicationType", "Operation"]),
-    (
-        "GetSupportedWaitForCopyStates",
-        &["ReplicationType", "MethodName", "Operation"],
-    ),
-    ("GetSupportedFeatures", &["ReplicationType"]),
-    ("GetSupportedGroupFeatures", &["ReplicationType"]),
-    (
-        "ConvertSyncTypeToReplicationType",
-        &["SyncType", "Mode", "LocalOrRemote"],
-    ),
-    ("GetVersion", &[]),
-];
 
 /// Methods that create volumes or relationships.
 const CREATING: &[&str] = &[

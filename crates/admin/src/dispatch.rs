@@ -48,7 +48,7 @@ fn opt_ref(r: Option<String>) -> Value {
 }
 
 /// The methods, with their parameters.
-const METHODS: &[(&str, &[&str])] = &[
+pub const METHODS: &[(&str, &[&str])] = &[
     (
         "CreateGroupReplica",
         &[

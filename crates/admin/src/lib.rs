@@ -16,7 +16,7 @@ mod params;
 pub mod refs;
 
 pub use self::{
-    dispatch::{Dispatcher, Exports},
+    dispatch::{Dispatcher, Exports, METHODS},
     refs::Ref,
 };
 

@@ -351,6 +351,15 @@ fn ranges(b: &Bitmap, from: u64) -> (Vec<(u64, u64)>, Option<u64>) {
     (out, None)
 }
 
+/// Active/optimized or standby.
+fn state_of(active: bool) -> u8 {
+    if active {
+        state::ACTIVE
+    } else {
+        state::STANDBY
+    }
+}
+
 fn reply_error(msg: impl Into<String>) -> PeerReply {
     PeerReply {
         error: Some(msg.into()),
@@ -394,16 +403,8 @@ impl ReplicationService {
         host.set_access(
             volume,
             &Access {
-                own: if fenced {
-                    state::STANDBY
-                } else {
-                    state::ACTIVE
-                },
-                peer: if l.peer_primary {
-                    state::ACTIVE
-                } else {
-                    state::STANDBY
-                },
+                own: state_of(!fenced),
+                peer: state_of(l.peer_primary),
                 peer_groups: l.groups.clone(),
                 peer_initiators: Vec::new(),
                 peer_writes: false,
@@ -417,16 +418,8 @@ impl ReplicationService {
         host.set_access(
             &p.volume,
             &Access {
-                own: if p.primary {
-                    state::ACTIVE
-                } else {
-                    state::STANDBY
-                },
-                peer: if p.primary {
-                    state::STANDBY
-                } else {
-                    state::ACTIVE
-                },
+                own: state_of(p.primary),
+                peer: state_of(!p.primary),
                 peer_groups: p.groups.clone(),
                 peer_initiators: vec![p.initiator.clone()],
                 peer_writes: !p.primary,
