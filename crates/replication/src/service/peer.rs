@@ -460,6 +460,19 @@ impl ReplicationService {
         self.rt().peer_tracks.get(&id).cloned()
     }
 
+    /// Make a secondary copy primary (its writes tracked) or secondary again, at a
+    /// generation at least `generation`, with the access that goes with it; persisted.
+    fn set_role(&self, cat: &mut super::Catalog, p: &mut PeerRec, primary: bool, generation: u64) {
+        if let Some(t) = self.track(p.id) {
+            t.primary.store(primary, Ordering::Release);
+        }
+        p.primary = primary;
+        p.generation = p.generation.max(generation);
+        self.apply_secondary_access(p);
+        cat.peers.insert(p.id, p.clone());
+        self.save(cat);
+    }
+
     /// Serve one request of the peer protocol from `initiator` on `target` (the server has
     /// checked that the initiator is one of the target's replica peers).
     pub fn peer_request(self: &Arc<Self>, initiator: &str, target: &str, text: &str) -> String {
@@ -642,14 +655,7 @@ impl ReplicationService {
                 let Some(mut p) = rec else {
                     return reply_error("no such relationship");
                 };
-                if let Some(t) = self.track(p.id) {
-                    t.primary.store(true, Ordering::Release);
-                }
-                p.primary = true;
-                p.generation = p.generation.max(generation);
-                self.apply_secondary_access(&p);
-                cat.peers.insert(p.id, p.clone());
-                self.save(&mut cat);
+                self.set_role(&mut cat, &mut p, true, generation);
                 tracing::info!(
                     sync = p.id,
                     generation = p.generation,
@@ -680,14 +686,7 @@ impl ReplicationService {
                         );
                     }
                 }
-                if let Some(t) = self.track(p.id) {
-                    t.primary.store(false, Ordering::Release);
-                }
-                p.primary = false;
-                p.generation = p.generation.max(generation);
-                self.apply_secondary_access(&p);
-                cat.peers.insert(p.id, p.clone());
-                self.save(&mut cat);
+                self.set_role(&mut cat, &mut p, false, generation);
                 let dirty = self.track(p.id).map_or(0, |t| t.bitmap().count());
                 tracing::info!(sync = p.id, dirty, "HA pair: demoted to secondary");
                 answer(&p, dirty)
@@ -1463,19 +1462,13 @@ impl ReplicationService {
                 if p.primary {
                     return Err(MethodError::failed("this copy is primary already"));
                 }
-                if let Some(t) = self.track(id) {
-                    t.primary.store(true, Ordering::Release);
-                }
-                p.primary = true;
-                p.generation += 1;
-                self.apply_secondary_access(&p);
+                let generation = p.generation + 1;
+                self.set_role(&mut cat, &mut p, true, generation);
                 tracing::warn!(
                     sync = id,
                     generation = p.generation,
                     "HA pair: unplanned failover, this copy is primary"
                 );
-                cat.peers.insert(id, p);
-                self.save(&mut cat);
                 Ok(())
             }
             Operation::Detach => {
