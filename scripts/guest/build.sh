@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Build the ironlun real-initiator test guest: a Debian kernel plus an initramfs
-# holding busybox, open-iscsi, e2fsprogs and fio, assembled from Debian packages
+# holding busybox, open-iscsi, e2fsprogs, fio and multipath-tools (dm-multipath with
+# the ALUA device handler), assembled from Debian packages
 # only (apt-get download + dpkg-deb -x; nothing is installed on the host).
 #
 # Usage: scripts/guest/build.sh            (prints kernel=, initrd=, busybox= lines)
@@ -43,7 +44,7 @@ command -v flock >/dev/null 2>&1 && flock 8
 # Root packages; their library dependencies (lib*, zlib1g) are followed
 # recursively. Only the shared objects that the shipped binaries actually need
 # (ELF NEEDED closure) end up in the initramfs.
-ROOT_PKGS=(busybox-static open-iscsi e2fsprogs fio libaio1 libgcc-s1)
+ROOT_PKGS=(busybox-static open-iscsi e2fsprogs fio libaio1 libgcc-s1 multipath-tools dmsetup)
 
 apt_updated=0
 apt_refresh() {
@@ -173,7 +174,7 @@ STAGE=$(mktemp -d "$CACHE/stage.XXXXXX")
 trap 'rm -rf "$STAGE"' EXIT
 S=$STAGE/root
 LIBDIR=/lib/x86_64-linux-gnu
-mkdir -p "$S"/{bin,sbin,usr/bin,usr/sbin,lib64,proc,sys,dev,run,tmp,mnt,root,var/lib,etc/iscsi,lib/modules} "$S$LIBDIR"
+mkdir -p "$S"/{bin,sbin,usr/bin,usr/sbin,lib64,proc,sys,dev,run,tmp,mnt,root,var/lib,etc/iscsi,etc/multipath,lib/modules,lib/multipath} "$S$LIBDIR"
 ln -s ../lib "$S/usr/lib"        # one library dir for everything (no ld.so.cache needed)
 chmod 1777 "$S/tmp"
 
@@ -202,6 +203,13 @@ for l in mkfs.ext4:mke2fs mkfs.ext2:mke2fs fsck.ext4:e2fsck; do
 done
 put "$E2/etc/mke2fs.conf" "$S/etc/mke2fs.conf"
 put "$FIO/usr/bin/fio" "$S/usr/bin/fio"
+# dm-multipath userspace (no udev in the guest: see scenarios/multipath-failover.sh)
+MP=${ROOT[multipath-tools]}
+for b in multipath multipathd; do put "$MP/sbin/$b" "$S/sbin/$b"; done
+put "${ROOT[dmsetup]}/sbin/dmsetup" "$S/sbin/dmsetup"
+# path checkers and prioritizers are dlopen()ed from /lib/multipath
+MP_PLUGINS=(libchecktur.so libcheckdirectio.so libcheckreadsector0.so libprioalua.so libprioconst.so libpriosysfs.so)
+for l in "${MP_PLUGINS[@]}"; do put "$MP/lib/multipath/$l" "$S/lib/multipath/$l"; done
 
 # iscsid.conf: Debian's defaults, but never try to start iscsid via systemctl
 sed 's|^iscsid.startup = .*|iscsid.startup = /bin/true|' "$OI/etc/iscsi/iscsid.conf" > "$S/etc/iscsi/iscsid.conf"
@@ -227,7 +235,9 @@ ln -s "$LIBDIR/ld-linux-x86-64.so.2" "$S/lib64/ld-linux-x86-64.so.2"
 
 declare -A HAVE=([ld-linux-x86-64.so.2]=1)
 work=("$S/sbin/iscsid" "$S/sbin/iscsiadm" "$S/sbin/iscsi-iname" "$S/sbin/mke2fs" "$S/sbin/e2fsck"
-      "$S/sbin/dumpe2fs" "$S/sbin/tune2fs" "$S/usr/bin/fio")
+      "$S/sbin/dumpe2fs" "$S/sbin/tune2fs" "$S/usr/bin/fio"
+      "$S/sbin/multipath" "$S/sbin/multipathd" "$S/sbin/dmsetup")
+for l in "${MP_PLUGINS[@]}"; do work+=("$S/lib/multipath/$l"); done
 # dlopen()ed by glibc (pthread_cancel / unwinding): not visible as NEEDED
 for extra in libgcc_s.so.1; do
   [[ -n ${LIBIDX[$extra]:-} ]] || die "library $extra not found in the downloaded packages"
@@ -262,7 +272,7 @@ fi
 # ones (prefix ?) may fail to load (e.g. crc32c-intel without SSE4.2).
 WANT_MODULES=(configfs virtio_pci virtio_net ?e1000 scsi_mod sd_mod ?sg crc32c_generic ?crc32c-intel
               libcrc32c crct10dif_generic scsi_transport_iscsi libiscsi libiscsi_tcp iscsi_tcp
-              jbd2 mbcache ext4)
+              jbd2 mbcache ext4 dm-mod dm-multipath dm-round-robin dm-service-time scsi_dh_alua)
 declare -A MPATH=()
 while IFS= read -r line; do
   m=${line%%:*}; n=${m##*/}; n=${n%.ko*}; MPATH[${n//-/_}]=$m

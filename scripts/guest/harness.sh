@@ -17,6 +17,8 @@ diag() {
   timeout 10 iscsiadm -m session -P3 2>&1 | head -60
   echo "----- dmesg (tail)"; dmesg | tail -40
   echo "----- iscsid log (tail)"; tail -30 /run/iscsid.log 2>/dev/null
+  # a scenario's own diagnostics (a function name)
+  [ -n "${DIAG_EXTRA:-}" ] && $DIAG_EXTRA
   echo "-----"
 }
 fail() { echo "[scenario] FAIL: $*"; diag; exit 1; }
@@ -115,9 +117,25 @@ session_of() {
   done
   return 0
 }
+# session_at IQN PORTAL: sysfs dir of the session to IQN through PORTAL
+# (ADDRESS:PORT, as given to node_new), for several sessions to one target
+session_at() {
+  for _s in /sys/class/iscsi_session/session*; do
+    [ -f "$_s/targetname" ] && [ "$(cat "$_s/targetname")" = "$1" ] || continue
+    for _c in "$_s"/device/connection*/iscsi_connection/connection*; do
+      [ "$(cat "$_c/persistent_address" 2>/dev/null):$(cat "$_c/persistent_port" 2>/dev/null)" = "$2" ] \
+        && { echo "$_s"; return 0; }
+    done
+  done
+  return 0
+}
 # session_disks IQN: "LUN DEV" lines for the block devices of IQN's session
 session_disks() {
-  _s=$(session_of "$1"); [ -n "$_s" ] || return 0
+  session_dir_disks "$(session_of "$1")"
+}
+# session_dir_disks SESSION-DIR: the same for one session's sysfs dir
+session_dir_disks() {
+  _s=$1; [ -n "$_s" ] || return 0
   for _b in "$_s"/device/target*/*:*:*:*/block/*; do
     [ -e "$_b" ] || continue
     _hctl=$(basename "$(dirname "$(dirname "$_b")")")
@@ -145,6 +163,18 @@ first_disk() {
   wait_disks "$1" 1 "${2:-60}"
   DISK=$(session_disks "$1" | awk 'NR==1{print $2}')
   [ -n "$DISK" ] && [ -b "/dev/$DISK" ] || fail "no disk found for $1"
+}
+
+# portal_disk IQN PORTAL [TIMEOUT]: sets DISK to the lowest disk of the session
+# to IQN through PORTAL (a standby ALUA path included: only its size is read)
+portal_disk() {
+  _n=0; _lim=$(( ${3:-60} * 5 )); DISK=
+  while [ $_n -lt $_lim ]; do
+    DISK=$(session_dir_disks "$(session_at "$1" "$2")" | awk 'NR==1{print $2}')
+    [ -n "$DISK" ] && [ -b "/dev/$DISK" ] && [ "$(cat /sys/block/$DISK/size 2>/dev/null || echo 0)" != 0 ] && return 0
+    sleep 0.2; _n=$((_n+1))
+  done
+  fail "timed out waiting for a disk of $1 through $2"
 }
 
 # session_param IQN NAME: negotiated value from iscsiadm -m session -P2

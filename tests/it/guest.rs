@@ -14,12 +14,15 @@ use std::{
     net::TcpListener,
     path::{Path, PathBuf},
     process::Command,
-    time::Instant,
+    time::{Duration, Instant},
 };
+
+use serde_json::json;
 
 use crate::{
     harness::{Server, run, tool},
     initiator::Initiator,
+    replication::{instance, ok, pairs},
 };
 
 const PREFIX: &str = "iqn.2026-11.io.ironlun";
@@ -82,6 +85,18 @@ fn guest(
     vars: &[(&str, &str)],
     hook: Option<&Path>,
 ) -> String {
+    guest_env(server, scenario, name, vars, hook, &[])
+}
+
+/// [`guest`] with extra environment variables for run.sh (e.g. `GUEST_TIMEOUT`).
+fn guest_env(
+    server: &Server,
+    scenario: &str,
+    name: &str,
+    vars: &[(&str, &str)],
+    hook: Option<&Path>,
+    env: &[(&str, &str)],
+) -> String {
     // Fails clearly when QEMU is missing.
     drop(tool("qemu-system-x86_64"));
     let _lock = guest_lock();
@@ -91,7 +106,8 @@ fn guest(
         .arg(format!("SCENARIO_NAME={name}"))
         .arg(format!("TARGET_PORTAL=10.0.2.2:{}", server.addr().port()))
         .args(vars.iter().map(|(k, v)| format!("{k}={v}")))
-        .env("GUEST_LOG_DIR", log_dir());
+        .env("GUEST_LOG_DIR", log_dir())
+        .envs(env.iter().copied());
     if let Some(h) = hook {
         cmd.env("GUEST_HOST_HOOK", h);
     }
@@ -556,6 +572,168 @@ fn fio_verify() {
     let iqn = format!("{PREFIX}:guest.fio");
     let s = Server::start_config(&one_target(0, &iqn, "512MiB", ""));
     guest(&s, "fio.sh", "fio", &[("TARGET_IQN", &iqn)], None);
+}
+
+/// Saves a server's log next to the guest logs when dropped, and prints its tail when the test
+/// is failing (`guest` does that for the server it is given).
+struct SaveLog<'a> {
+    server: &'a Server,
+    path: PathBuf,
+}
+
+impl Drop for SaveLog<'_> {
+    fn drop(&mut self) {
+        let log = self.server.log();
+        let _ = fs::write(&self.path, &log);
+        if std::thread::panicking() {
+            let lines: Vec<&str> = log.lines().collect();
+            eprintln!(
+                "---------- {} (last 80 lines)\n{}",
+                self.path.display(),
+                lines[lines.len().saturating_sub(80)..].join("\n")
+            );
+        }
+    }
+}
+
+/// The image file of a volume, read through its `IronLun_Path`, as `size` bytes
+/// (a sparse file may be shorter than the volume: the rest reads as zeros).
+fn volume_image(c: &mut admin::client::Client, volume: &str, size: u64) -> Vec<u8> {
+    let path = instance(c, volume)["IronLun_Path"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{volume} has no IronLun_Path"))
+        .to_owned();
+    let mut image = fs::read(&path).unwrap_or_else(|e| panic!("read {path}: {e}"));
+    image.resize(usize::try_from(size).expect("size"), 0);
+    image
+}
+
+/// Scenario 7: dm-multipath over an HA pair. A (portal group 1, LUN 0 the source) and B
+/// (portal group 2, a volume holding the synchronous mirror) export one LUN with one identity;
+/// the guest logs in to both, multipathd makes one map of two paths (A active/optimized, B
+/// standby), and a planned Failover in the middle of a copy onto ext4 on the map, then a
+/// Failback, must not cost the filesystem an I/O error or a byte (see
+/// `scripts/guest/scenarios/multipath-failover.sh`). The host hook drives both on A's admin
+/// socket with `ironlun admin modify`.
+#[test]
+fn multipath_failover() {
+    const MIRROR: &str = "iqn.2026-11.test:mirror";
+    const SIZE: u64 = 256 << 20;
+    let iqn = format!("{PREFIX}:guest.mpath");
+    // The volume of A's configured LUN 0 is named <target suffix>-lun0.
+    let source = "volume:guest.mpath-lun0";
+    // Both servers on 127.0.0.1 (the only host address the guest reaches), in two portal groups.
+    let b = Server::start_config(&format!(
+        r#"
+[[portal]]
+address = "127.0.0.1:0"
+group = 2
+
+[[target]]
+name = "{iqn}"
+replica_peers = ["{MIRROR}"]
+"#
+    ));
+    let _b_log = SaveLog {
+        server: &b,
+        path: log_dir().join("multipath-failover.b.server.log"),
+    };
+    let mut cb = b.admin();
+    ok(
+        &mut cb,
+        "CreateVolume",
+        json!({"ElementName": "copy", "Size": SIZE}),
+    );
+    ok(
+        &mut cb,
+        "ExposeVolume",
+        json!({"TheElement": "volume:copy", "Target": iqn, "Lun": 0}),
+    );
+    let a = Server::start_config(&one_target(0, &iqn, "256MiB", ""));
+    let mut ca = a.admin();
+    ok(
+        &mut ca,
+        "CreateAccessPoint",
+        json!({"Name": "b", "Portal": b.addr().to_string(), "Target": iqn, "Lun": 0, "InitiatorName": MIRROR}),
+    );
+    let r = ok(
+        &mut ca,
+        "CreateGroupReplica",
+        json!({"SyncType": 6, "Mode": 2, "SourceElement": source, "TargetAccessPoint": "accesspoint:b", "RelationshipName": "ha", "WaitForCopyState": 4}),
+    );
+    let gsync = r
+        .str("Synchronization")
+        .expect("Synchronization")
+        .to_owned();
+    let pair = pairs(&mut ca, &gsync).remove(0);
+    let t = Instant::now();
+    while instance(&mut ca, &pair)["CopyState"] != json!(4) {
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "{pair} not synchronized: {}",
+            instance(&mut ca, &pair)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    let hook = a.path("host-hook.sh");
+    fs::write(
+        &hook,
+        format!(
+            r#"#!/usr/bin/env bash
+# run.sh's host hook for multipath-failover: planned Failover / Failback of the HA pair,
+# on A's admin socket; exits 0 once the pair is Failed Over (10) / Synchronized (4) again.
+set -u
+adm() {{ '{bin}' admin --socket '{sock}' "$@"; }}
+state() {{ adm --json show '{pair}' | tr -d ' \n' | grep -o '"CopyState":[0-9]*' | cut -d: -f2; }}
+case $1 in
+  failover) adm modify '{pair}' failover || exit 4; want=10 ;;
+  failback) adm modify '{pair}' failback --wait || exit 4; want=4 ;;
+  *) echo "unknown host action '$1'"; exit 3 ;;
+esac
+for _ in $(seq 1200); do
+  s=$(state)
+  if [[ $s == "$want" ]]; then echo "$1: {pair} CopyState $s"; exit 0; fi
+  sleep 0.1
+done
+echo "$1: {pair} CopyState $(state), expected $want"
+exit 5
+"#,
+            bin = env!("CARGO_BIN_EXE_ironlun"),
+            sock = a.admin_path().display(),
+        ),
+    )
+    .expect("write hook");
+    let (done, out) = run(Command::new("chmod").arg("+x").arg(&hook));
+    assert!(done, "{out}");
+    guest_env(
+        &a,
+        "multipath-failover.sh",
+        "multipath-failover",
+        &[
+            ("TARGET_IQN", &iqn),
+            ("TARGET_PORTAL_B", &format!("10.0.2.2:{}", b.addr().port())),
+            ("MP_FILES", "64"),
+            ("MP_FILE_MB", "2"),
+        ],
+        Some(&hook),
+        &[("GUEST_TIMEOUT", "420"), ("GUEST_HOOK_TIMEOUT", "150")],
+    );
+    // A is the primary again, B its synchronous mirror: the two images are identical.
+    let inst = instance(&mut ca, &pair);
+    assert_eq!(inst["CopyState"], json!(4), "{inst}");
+    assert_eq!(inst["IronLun_PeerPrimary"], json!(false), "{inst}");
+    let log = a.log();
+    for event in [
+        "HA pair: planned failover to the peer",
+        "HA pair: the peer is secondary again",
+    ] {
+        assert!(log.contains(event), "no '{event}' in A's log");
+    }
+    assert!(
+        volume_image(&mut ca, source, SIZE) == volume_image(&mut cb, "volume:copy", SIZE),
+        "A's and B's images differ after the failback"
+    );
 }
 
 /// The port of the kernel's designator choice, on hand-made pages.
