@@ -18,6 +18,10 @@ need=()
 command -v iscsi-test-cu >/dev/null || need+=(libiscsi-bin)
 command -v qemu-system-x86_64 >/dev/null || need+=(qemu-system-x86)
 command -v cpio >/dev/null || need+=(cpio)
+# tgt, the reference target (remote mirrors to tgt, the guest tier's reference runs, the
+# benchmark) and iperf3 (the benchmark's loopback limit)
+command -v tgtd >/dev/null || need+=(tgt)
+command -v iperf3 >/dev/null || need+=(iperf3)
 # libFuzzer (the fuzz smoke run) is C++, built by libfuzzer-sys
 command -v c++ >/dev/null || need+=(g++)
 # the real-initiator guest (scripts/guest/build.sh): readelf for the shared-library closure
