@@ -565,6 +565,31 @@ fn mirror_after_kill_resyncs_only_the_activity_log() {
     );
 }
 
+/// The target benchmark's quick mode (ironlun against tgt), so that the script cannot rot.
+#[test]
+fn bench_quick_mode_runs() {
+    drop(tool("qemu-img"));
+    drop(tool("tgtd"));
+    drop(tool("iperf3"));
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/bench.sh");
+    let (ok, out) = run(std::process::Command::new("bash")
+        .arg(script)
+        .args(["--quick", "--no-replication"])
+        .env("IRONLUN_BIN", env!("CARGO_BIN_EXE_ironlun")));
+    assert!(ok, "{out}");
+    for row in [
+        "4k read qd1",
+        "4k write qd32",
+        "1M write qd32 RAM",
+        "iscsi-perf 4k read qd32",
+        "convert",
+        "limits: loopback TCP",
+        "RSS idle",
+    ] {
+        assert!(out.contains(row), "no {row} row in:\n{out}");
+    }
+}
+
 /// The replication benchmark's quick mode, so that the script cannot rot.
 #[test]
 fn bench_replication_quick_mode_runs() {
