@@ -1,7 +1,7 @@
 //! Medium access: READ, WRITE, WRITE AND VERIFY, VERIFY (6/10/12/16 as defined), WRITE SAME,
 //! UNMAP, PRE-FETCH and SYNCHRONIZE CACHE (SBC-3 section 5).
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 
 use crate::{
     LogicalUnit, Request, Response,
@@ -89,11 +89,14 @@ pub(crate) fn available(bufs: &[Bytes]) -> usize {
 /// Read `blocks` blocks at `lba` into a new buffer.
 pub(crate) fn read_blocks(lu: &LogicalUnit, lba: u64, blocks: u64) -> CmdResult<Bytes> {
     let bs = u64::from(lu.cfg.block_size);
-    let mut buf = BytesMut::zeroed((blocks * bs) as usize);
-    lu.dev
-        .read_at(&mut buf, lba * bs)
-        .map_err(|e| lu.io_error(&e, false))?;
-    Ok(buf.freeze())
+    let mut buf = crate::bufpool::take((blocks * bs) as usize);
+    match lu.dev.read_at(&mut buf, lba * bs) {
+        Ok(()) => Ok(crate::bufpool::freeze(buf)),
+        Err(e) => {
+            crate::bufpool::put_back(buf);
+            Err(lu.io_error(&e, false))
+        }
+    }
 }
 
 /// READ(6/10/12/16).
