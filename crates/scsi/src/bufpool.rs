@@ -29,7 +29,8 @@ struct Pool {
 static POOL: Mutex<Option<Pool>> = Mutex::new(None);
 
 fn pool() -> MutexGuard<'static, Option<Pool>> {
-    POOL.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    POOL.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// A buffer of `len` bytes to read into (its contents are to be overwritten).
