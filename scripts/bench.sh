@@ -208,6 +208,8 @@ RAW1M=$(raw_secs -c "$N1M" -d 32 -s 1M)
 
 # Memory: idle, with 64 idle sessions, with 8 busy sessions.
 rss() { awk '/VmRSS/ { print $2 }' "/proc/$IRONLUN_PID/status"; }
+# Idle: after 12 s without I/O (the server gives freed memory back after 5 to 10 s idle).
+sleep 12
 RSS_IDLE=$(rss)
 /usr/bin/python3 scripts/hold-sessions.py 127.0.0.1 "$P1" "$IQN1" 64 6 > "$WORK/hold.out" 2>&1 &
 HOLD=$!
