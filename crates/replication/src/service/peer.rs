@@ -351,6 +351,18 @@ fn ranges(b: &Bitmap, from: u64) -> (Vec<(u64, u64)>, Option<u64>) {
     (out, None)
 }
 
+/// A relationship and, for an HA pair, its link to the peer.
+fn ha_pair(
+    cat: &super::Catalog,
+    id: u64,
+) -> Result<Option<(super::SyncRec, PeerLink)>, MethodError> {
+    let s = cat
+        .syncs
+        .get(&id)
+        .ok_or_else(|| MethodError::failed("no such pair"))?;
+    Ok(s.peer.clone().map(|l| (s.clone(), l)))
+}
+
 /// Active/optimized or standby.
 fn state_of(active: bool) -> u8 {
     if active {
@@ -965,12 +977,7 @@ impl ReplicationService {
     /// Planned Failover of an HA pair (on the managing side): hosts' commands here drain,
     /// the mirror drains, the peer is promoted, this side becomes standby.
     pub(crate) fn ha_failover(&self, cat: &mut super::Catalog, id: u64) -> Result<(), MethodError> {
-        let s = cat
-            .syncs
-            .get(&id)
-            .cloned()
-            .ok_or_else(|| MethodError::failed("no such pair"))?;
-        let Some(mut link) = s.peer.clone() else {
+        let Some((s, mut link)) = ha_pair(cat, id)? else {
             return Ok(());
         };
         let host = self
@@ -1053,12 +1060,7 @@ impl ReplicationService {
         cat: &mut super::Catalog,
         id: u64,
     ) -> Result<(), MethodError> {
-        let s = cat
-            .syncs
-            .get(&id)
-            .cloned()
-            .ok_or_else(|| MethodError::failed("no such pair"))?;
-        let Some(mut link) = s.peer.clone() else {
+        let Some((s, mut link)) = ha_pair(cat, id)? else {
             return Ok(());
         };
         let mirror = self.mirror(id)?;
@@ -1312,15 +1314,7 @@ impl ReplicationService {
     /// chunks either side changed are copied. Returns the new relationship (on this side,
     /// the secondary's record).
     pub(crate) fn ha_reverse(&self, cat: &mut super::Catalog, id: u64) -> Result<u64, MethodError> {
-        let s = cat
-            .syncs
-            .get(&id)
-            .cloned()
-            .ok_or_else(|| MethodError::failed("no such pair"))?;
-        let link = s
-            .peer
-            .clone()
-            .ok_or_else(|| MethodError::failed("not an HA pair"))?;
+        let (s, link) = ha_pair(cat, id)?.ok_or_else(|| MethodError::failed("not an HA pair"))?;
         if !link.peer_primary || link.split_brain {
             return Err(MethodError::failed(
                 "Reverse Roles of an HA pair follows a Failover (the peer primary, no split brain)",
@@ -1381,9 +1375,13 @@ impl ReplicationService {
             return Err(MethodError::failed(format!("HA copy: {e}")));
         }
         self.apply_secondary_access(&p);
+        // The failed-over pair here refuses writes to its source: it lets go of the volume
+        // before the peer starts copying to it.
+        mirror.detach();
         let r = match self.peer_call(&s.target, &req(false, pid)) {
             Ok(r) => r,
             Err(e) => {
+                mirror.attach();
                 // Nothing changed on the peer: back to the failed-over pair.
                 if let Some(t) = self.rt().peer_tracks.remove(&pid)
                     && let Some(vol) = self.volume(&p.volume)
