@@ -285,7 +285,10 @@ impl ReplicationService {
         };
         // Settings that belong to the pairs.
         for m in &members {
-            let s = cat.syncs.get_mut(m).expect("member");
+            let s = cat
+                .syncs
+                .get_mut(m)
+                .ok_or_else(|| MethodError::failed("a member relationship vanished"))?;
             if let Some(cp) = p.settings.copy_priority {
                 s.copy_priority = cp;
             }
@@ -462,7 +465,10 @@ impl ReplicationService {
                 let mut copies = Vec::new();
                 // Snapshots and clones take a new point in time at one barrier.
                 self.with_barrier(cat, members, consistent, |svc, cat, m, _| {
-                    let s = cat.syncs.get_mut(&m).expect("member");
+                    let s = cat
+                        .syncs
+                        .get_mut(&m)
+                        .ok_or_else(|| MethodError::failed("a member relationship vanished"))?;
                     match s.sync_type {
                         SyncType::Snapshot => {
                             let snap = svc
@@ -579,7 +585,10 @@ impl ReplicationService {
                 for &m in members {
                     let mirror = self.mirror(m)?;
                     mirror.reverse();
-                    let s = cat.syncs.get_mut(&m).expect("member");
+                    let s = cat
+                        .syncs
+                        .get_mut(&m)
+                        .ok_or_else(|| MethodError::failed("a member relationship vanished"))?;
                     std::mem::swap(&mut s.source, &mut s.target);
                 }
                 if let Some(g) = cat.group_syncs.get_mut(&id) {
@@ -710,7 +719,10 @@ impl ReplicationService {
         state: CopyState,
         locked: bool,
     ) -> Result<(), MethodError> {
-        let s = cat.syncs.get_mut(&m).expect("member");
+        let s = cat
+            .syncs
+            .get_mut(&m)
+            .ok_or_else(|| MethodError::failed("a member relationship vanished"))?;
         match s.sync_type {
             SyncType::Mirror => {
                 let mirror = self.mirror(m)?;
@@ -992,11 +1004,17 @@ impl ReplicationService {
                 }
             }
             let (src, tgt) = {
-                let s = cat.syncs.get_mut(&p).expect("pair");
+                let s = cat
+                    .syncs
+                    .get_mut(&p)
+                    .ok_or_else(|| MethodError::failed("the pair vanished"))?;
                 s.group_sync = Some(id);
                 (s.source.clone(), s.target.clone())
             };
-            let gs = cat.group_syncs.get_mut(&id).expect("group");
+            let gs = cat
+                .group_syncs
+                .get_mut(&id)
+                .ok_or_else(|| MethodError::failed("the group relationship vanished"))?;
             gs.members.push(p);
             if let Some(sg) = gs.source_group.clone()
                 && let Some(grp) = cat.groups.get_mut(&sg)
@@ -1032,7 +1050,10 @@ impl ReplicationService {
         }
         for &p in pairs {
             let (src, tgt) = {
-                let s = cat.syncs.get_mut(&p).expect("pair");
+                let s = cat
+                    .syncs
+                    .get_mut(&p)
+                    .ok_or_else(|| MethodError::failed("the pair vanished"))?;
                 s.group_sync = None;
                 (s.source.clone(), s.target.clone())
             };
