@@ -16,6 +16,7 @@
 
 pub mod catalog;
 mod create;
+mod elements;
 pub mod jobs;
 mod modify;
 pub mod peer;
