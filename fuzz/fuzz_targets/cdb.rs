@@ -114,14 +114,14 @@ fuzz_target!(|data: &[u8]| {
     // Consume the POWER ON unit attention of every nexus.
     for n in &nexuses {
         for lun in [0, 1] {
-            let req = Request {
-                nexus: n,
-                cdb: &[0, 0, 0, 0, 0, 0],
-                data_out: &[],
-                luns: map.luns(),
-                abort: None,
-                resolver: Some(&resolver),
-            };
+            let req = Request::new(
+                n,
+                &[0, 0, 0, 0, 0, 0],
+                &[],
+                map.luns(),
+                None,
+                Some(&resolver),
+            );
             map.execute(Some(lun), &req);
         }
     }
@@ -166,14 +166,7 @@ fuzz_target!(|data: &[u8]| {
         } else {
             vec![Bytes::copy_from_slice(payload)]
         };
-        let req = Request {
-            nexus,
-            cdb: &cdb,
-            data_out: &bufs,
-            luns: map.luns(),
-            abort: None,
-            resolver: Some(&resolver),
-        };
+        let req = Request::new(nexus, &cdb, &bufs, map.luns(), None, Some(&resolver));
         let r = map.execute(lun, &req);
         if r.status == status::CHECK_CONDITION {
             assert!(!r.sense.is_empty(), "CHECK CONDITION without sense data");

@@ -21,7 +21,12 @@ pub struct FileDevice {
     path: PathBuf,
     size: u64,
     is_block_device: bool,
+    /// On tmpfs: reads are memory copies (tmpfs refuses RWF_NOWAIT, but never waits).
+    in_memory: bool,
 }
+
+/// `statfs` magic of tmpfs.
+const TMPFS_MAGIC: i64 = 0x0102_1994;
 
 /// iovecs per pwritev call (Linux's IOV_MAX).
 const IOV_MAX: usize = 1024;
@@ -80,11 +85,13 @@ impl FileDevice {
             }
             size
         };
+        let in_memory = !is_block_device && fs_type(&file) == Some(TMPFS_MAGIC);
         Ok(Self {
             file,
             path: path.to_owned(),
             size,
             is_block_device,
+            in_memory,
         })
     }
 
@@ -182,6 +189,23 @@ impl BlockDevice for FileDevice {
         self.file
             .read_exact_at(buf, offset)
             .map_err(|e| BlockError::io(e, format!("read {}@{offset}", self.path.display())))
+    }
+
+    fn read_at_nowait(&self, buf: &mut [u8], offset: u64) -> Result<bool> {
+        check_range(self.size, offset, buf.len() as u64)?;
+        if self.in_memory {
+            self.read_at(buf, offset)?;
+            return Ok(true);
+        }
+        let iov = libc::iovec {
+            iov_base: buf.as_mut_ptr().cast(),
+            iov_len: buf.len(),
+        };
+        // SAFETY: the iovec points into `buf`, exclusively borrowed for this call.
+        let n = unsafe { libc::preadv2(self.fd(), &iov, 1, offset as i64, libc::RWF_NOWAIT) };
+        // Short (part of the range is not cached), EAGAIN, or no RWF_NOWAIT here: not now.
+        // The caller reads the whole range again where waiting is allowed.
+        Ok(n >= 0 && n as usize == buf.len())
     }
 
     fn write_at(&self, bufs: &[Bytes], offset: u64, fua: bool) -> Result<()> {
@@ -290,6 +314,37 @@ mod tests {
     }
 
     #[test]
+    fn nowait_reads_return_the_data_or_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut places = vec![dir.path().to_owned()];
+        let shm = std::path::Path::new("/dev/shm");
+        let shm_dir = shm.is_dir().then(|| tempfile::tempdir_in(shm).unwrap());
+        if let Some(d) = &shm_dir {
+            places.push(d.path().to_owned());
+        }
+        for place in places {
+            let d = FileDevice::open(&place.join("a.img"), Some(1 << 20), false).unwrap();
+            let data: Vec<u8> = (0..8192u32).map(|i| (i % 253) as u8).collect();
+            d.write_at(&[Bytes::from(data.clone())], 4096, false)
+                .unwrap();
+            let mut buf = vec![0u8; 8192];
+            // Just written, so in the page cache: served, unless the kernel cannot say.
+            if d.read_at_nowait(&mut buf, 4096).unwrap() {
+                assert_eq!(buf, data);
+            }
+            let e = d.read_at_nowait(&mut buf, (1 << 20) - 4096).unwrap_err();
+            assert_eq!(e.kind, BlockErrorKind::OutOfBounds);
+        }
+        // On tmpfs every read is at hand.
+        if let Some(sd) = &shm_dir {
+            let d = FileDevice::open(&sd.path().join("a.img"), None, true).unwrap();
+            let mut buf = vec![1u8; 4096];
+            assert!(d.read_at_nowait(&mut buf, 0).unwrap());
+            assert_eq!(buf, vec![0u8; 4096]);
+        }
+    }
+
+    #[test]
     fn created_sparse_and_grown() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("sub/disk.img");
@@ -345,4 +400,13 @@ mod tests {
         d.read_at(&mut buf, 4 << 20).unwrap();
         assert!(buf.iter().all(|&b| b == 0));
     }
+}
+
+/// The file system type (`statfs` magic) a file lives on.
+fn fs_type(file: &File) -> Option<i64> {
+    let mut st = std::mem::MaybeUninit::<libc::statfs>::uninit();
+    // SAFETY: fstatfs fills the struct on success; it is read only then.
+    let rc = unsafe { libc::fstatfs(file.as_raw_fd(), st.as_mut_ptr()) };
+    // SAFETY: rc == 0 means the kernel filled it.
+    (rc == 0).then(|| i64::from(unsafe { st.assume_init() }.f_type))
 }

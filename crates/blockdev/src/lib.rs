@@ -46,6 +46,14 @@ pub trait BlockDevice: Send + Sync + std::fmt::Debug {
     /// Fill `buf` from `offset`. Reading past the end is an `OutOfBounds` error.
     fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<()>;
 
+    /// Like [`BlockDevice::read_at`], but only if the data is in memory: never waits for a
+    /// disk or a peer. `Ok(false)` (and `buf` unspecified) when it would have to; the caller
+    /// then reads with `read_at` where waiting is allowed. The default never tries.
+    fn read_at_nowait(&self, buf: &mut [u8], offset: u64) -> Result<bool> {
+        let _ = (buf, offset);
+        Ok(false)
+    }
+
     /// Write the concatenation of `bufs` at `offset`. With `fua` the data is durable when
     /// the call returns.
     fn write_at(&self, bufs: &[Bytes], offset: u64, fua: bool) -> Result<()>;

@@ -30,6 +30,21 @@ impl MemDevice {
     }
 }
 
+/// Copy `[offset, offset + buf.len())` out of the chunk map (holes read as zeroes).
+fn copy_out(chunks: &BTreeMap<u64, Box<[u8]>>, buf: &mut [u8], offset: u64) {
+    let mut done = 0usize;
+    while done < buf.len() {
+        let pos = offset + done as u64;
+        let (c, within) = (pos / CHUNK, (pos % CHUNK) as usize);
+        let n = (CHUNK as usize - within).min(buf.len() - done);
+        match chunks.get(&c) {
+            Some(data) => buf[done..done + n].copy_from_slice(&data[within..within + n]),
+            None => buf[done..done + n].fill(0),
+        }
+        done += n;
+    }
+}
+
 impl BlockDevice for MemDevice {
     fn size(&self) -> u64 {
         self.size
@@ -38,18 +53,18 @@ impl BlockDevice for MemDevice {
     fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
         check_range(self.size, offset, buf.len() as u64)?;
         let chunks = self.chunks.read().map_err(|_| Self::poisoned())?;
-        let mut done = 0usize;
-        while done < buf.len() {
-            let pos = offset + done as u64;
-            let (c, within) = (pos / CHUNK, (pos % CHUNK) as usize);
-            let n = (CHUNK as usize - within).min(buf.len() - done);
-            match chunks.get(&c) {
-                Some(data) => buf[done..done + n].copy_from_slice(&data[within..within + n]),
-                None => buf[done..done + n].fill(0),
-            }
-            done += n;
-        }
+        copy_out(&chunks, buf, offset);
         Ok(())
+    }
+
+    fn read_at_nowait(&self, buf: &mut [u8], offset: u64) -> Result<bool> {
+        // Memory never waits for a disk; a writer holding the lock is waited for elsewhere.
+        check_range(self.size, offset, buf.len() as u64)?;
+        let Ok(chunks) = self.chunks.try_read() else {
+            return Ok(false);
+        };
+        copy_out(&chunks, buf, offset);
+        Ok(true)
     }
 
     fn write_at(&self, bufs: &[Bytes], offset: u64, _fua: bool) -> Result<()> {

@@ -44,6 +44,15 @@ impl Suite {
         d.read_at(&mut edge, 12_340).unwrap();
         assert_eq!(&edge[..5], &[0; 5]);
         assert_eq!(&edge[5..], &data[..5]);
+        // A read that does not wait returns the same bytes, or says it would have to wait.
+        let mut now = vec![0u8; data.len()];
+        if d.read_at_nowait(&mut now, 12_345).unwrap() {
+            assert_eq!(now, data);
+        }
+        assert_eq!(
+            d.read_at_nowait(&mut now, d.size() - 100).unwrap_err().kind,
+            BlockErrorKind::OutOfBounds
+        );
     }
 
     fn vectored_write_is_concatenated(d: &dyn BlockDevice) {

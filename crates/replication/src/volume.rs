@@ -421,6 +421,14 @@ impl BlockDevice for Volume {
         Ok(())
     }
 
+    fn read_at_nowait(&self, buf: &mut [u8], offset: u64) -> blockdev::Result<bool> {
+        // While a restore fetches chunks from elsewhere, reads take the slow path.
+        if self.restore_source().is_some() {
+            return Ok(false);
+        }
+        self.base.read_at_nowait(buf, offset)
+    }
+
     fn write_at(&self, bufs: &[Bytes], offset: u64, fua: bool) -> blockdev::Result<()> {
         let len = blockdev::total_len(bufs);
         self.host_write(Write {

@@ -80,6 +80,31 @@ pub struct Request<'a> {
     pub abort: Option<&'a std::sync::atomic::AtomicBool>,
     /// Finds copy targets for EXTENDED COPY (`None`: no copy target can be resolved).
     pub resolver: Option<&'a dyn LunResolver>,
+    /// Set by [`LogicalUnit::execute_nowait`]: a read whose data is not in memory raises
+    /// the flag instead of waiting, and its response is discarded.
+    pub(crate) would_block: Option<&'a std::cell::Cell<bool>>,
+}
+
+impl<'a> Request<'a> {
+    /// A command as the transport delivers it.
+    pub fn new(
+        nexus: &'a Nexus,
+        cdb: &'a [u8],
+        data_out: &'a [Bytes],
+        luns: &'a [u16],
+        abort: Option<&'a std::sync::atomic::AtomicBool>,
+        resolver: Option<&'a dyn LunResolver>,
+    ) -> Self {
+        Self {
+            nexus,
+            cdb,
+            data_out,
+            luns,
+            abort,
+            resolver,
+            would_block: None,
+        }
+    }
 }
 
 impl Request<'_> {

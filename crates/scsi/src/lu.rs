@@ -342,6 +342,21 @@ impl LogicalUnit {
         }
     }
 
+    /// Execute a READ only if its data is in memory, without waiting for the medium (the
+    /// caller is an event loop). `None`: not a read, or its data would have to be waited
+    /// for; nothing was done then, and the command is to be run with [`Self::execute`].
+    pub fn execute_nowait(&self, req: &Request<'_>) -> Option<Response> {
+        if !matches!(req.cdb.first(), Some(0x08 | 0x28 | 0xa8 | 0x88)) {
+            return None;
+        }
+        let blocked = std::cell::Cell::new(false);
+        let r = self.execute(&Request {
+            would_block: Some(&blocked),
+            ..*req
+        });
+        (!blocked.get()).then_some(r)
+    }
+
     fn run(&self, req: &Request<'_>) -> CmdResult<Response> {
         let cdb = req.cdb;
         let Some(&opcode) = cdb.first() else {

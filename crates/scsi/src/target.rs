@@ -52,6 +52,12 @@ impl LunMap {
         self.luns.iter().map(|(&l, lu)| (l, lu))
     }
 
+    /// [`LogicalUnit::execute_nowait`] on a LUN (`None` also for an address that is not a
+    /// valid LUN).
+    pub fn execute_nowait(&self, lun: Option<u16>, req: &Request<'_>) -> Option<Response> {
+        self.luns.get(&lun?)?.execute_nowait(req)
+    }
+
     /// Execute a command on a LUN (`None`: an address that is not a valid LUN).
     pub fn execute(&self, lun: Option<u16>, req: &Request<'_>) -> Response {
         match lun.and_then(|l| self.luns.get(&l)) {

@@ -64,6 +64,7 @@ impl T {
             luns: &[0, 3],
             abort: None,
             resolver: None,
+            would_block: None,
         })
     }
 }
@@ -182,6 +183,72 @@ fn write_read_round_trip_and_bounds() {
     let mut c = read10(0, 1);
     c[1] = 0x20;
     assert_eq!(sense3(&t.run(&c, &[])), (5, 0x24, 0));
+}
+
+/// A device that never has data at hand (as a disk whose cache is cold).
+#[derive(Debug)]
+struct Cold(MemDevice);
+
+impl BlockDevice for Cold {
+    fn size(&self) -> u64 {
+        self.0.size()
+    }
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> blockdev::Result<()> {
+        self.0.read_at(buf, offset)
+    }
+    fn write_at(&self, bufs: &[Bytes], offset: u64, fua: bool) -> blockdev::Result<()> {
+        self.0.write_at(bufs, offset, fua)
+    }
+    fn flush(&self) -> blockdev::Result<()> {
+        Ok(())
+    }
+    fn discard(&self, offset: u64, len: u64) -> blockdev::Result<()> {
+        self.0.discard(offset, len)
+    }
+}
+
+#[test]
+fn nowait_reads_serve_data_at_hand_and_leave_the_rest() {
+    let t = T::new();
+    let data: Vec<u8> = (0..2048u32).map(|i| (i % 241) as u8).collect();
+    t.run(&write10(100, 4), &data);
+    let n = &t.nexus;
+    let cdb = read10(100, 4);
+    let r =
+        t.lu.execute_nowait(&Request::new(n, &cdb, &[], &[0], None, None));
+    assert_eq!(
+        r.map(|r| (r.status, r.data.to_vec())),
+        Some((0, data.clone()))
+    );
+    // Errors found before the data are answered too.
+    let cdb = read10(2047, 2);
+    let r =
+        t.lu.execute_nowait(&Request::new(n, &cdb, &[], &[0], None, None));
+    assert_eq!(r.as_ref().map(sense3), Some((5, 0x21, 0)));
+    // Anything but a read is not run at all.
+    let cdb = write10(0, 1);
+    let bufs = [Bytes::from(vec![9u8; 512])];
+    assert!(
+        t.lu.execute_nowait(&Request::new(n, &cdb, &bufs, &[0], None, None))
+            .is_none()
+    );
+    assert!(t.run(&read10(0, 1), &[]).data.iter().all(|&b| b == 0));
+
+    // A cold device: the unit attention is answered (it needs no data), then the read is
+    // left to a caller that may wait.
+    let mut naa = [0u8; 8];
+    naa[0] = 0x30;
+    let lu = LogicalUnit::new(
+        LuConfig::new("SERIAL0002", naa, BS),
+        Arc::new(Cold(MemDevice::new(BLOCKS * u64::from(BS)))),
+    );
+    let cdb = read10(0, 1);
+    let req = Request::new(n, &cdb, &[], &[0], None, None);
+    let r = lu.execute_nowait(&req);
+    assert_eq!(r.as_ref().map(sense3), Some((6, 0x29, 0)));
+    assert!(lu.execute_nowait(&req).is_none());
+    let r = lu.execute(&req);
+    assert_eq!((r.status, r.data.len()), (0, 512));
 }
 
 #[test]
@@ -348,6 +415,7 @@ fn report_luns_and_missing_lun() {
         luns: &[0],
         abort: None,
         resolver: None,
+        would_block: None,
     };
     let r = map.execute(Some(5), &req(&[0x12, 0, 0, 0, 36, 0]));
     assert_eq!(r.data[0], 0x7f);

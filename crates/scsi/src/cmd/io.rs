@@ -99,6 +99,23 @@ pub(crate) fn read_blocks(lu: &LogicalUnit, lba: u64, blocks: u64) -> CmdResult<
     }
 }
 
+/// Read `blocks` blocks at `lba` only if they are in memory (`None`: they are not).
+fn read_blocks_nowait(lu: &LogicalUnit, lba: u64, blocks: u64) -> CmdResult<Option<Bytes>> {
+    let bs = u64::from(lu.cfg.block_size);
+    let mut buf = crate::bufpool::take((blocks * bs) as usize);
+    match lu.dev.read_at_nowait(&mut buf, lba * bs) {
+        Ok(true) => Ok(Some(crate::bufpool::freeze(buf))),
+        Ok(false) => {
+            crate::bufpool::put_back(buf);
+            Ok(None)
+        }
+        Err(e) => {
+            crate::bufpool::put_back(buf);
+            Err(lu.io_error(&e, false))
+        }
+    }
+}
+
 /// READ(6/10/12/16).
 pub(crate) fn read(lu: &LogicalUnit, req: &Request<'_>) -> CmdResult<Response> {
     lu.check_ready()?;
@@ -107,11 +124,17 @@ pub(crate) fn read(lu: &LogicalUnit, req: &Request<'_>) -> CmdResult<Response> {
     if rw.blocks == 0 {
         return Ok(Response::good());
     }
-    Ok(Response::data(read_blocks(
-        lu,
-        rw.lba,
-        u64::from(rw.blocks),
-    )?))
+    let blocks = u64::from(rw.blocks);
+    if let Some(blocked) = req.would_block {
+        return match read_blocks_nowait(lu, rw.lba, blocks)? {
+            Some(data) => Ok(Response::data(data)),
+            None => {
+                blocked.set(true);
+                Ok(Response::good())
+            }
+        };
+    }
+    Ok(Response::data(read_blocks(lu, rw.lba, blocks)?))
 }
 
 /// Write the whole blocks present in the Data-Out (at most `blocks`).
