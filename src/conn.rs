@@ -253,13 +253,13 @@ impl Conn {
                         .target_name
                         .as_deref()
                         .and_then(|n| self.server.registry.target(n).cloned());
-                    let nexus = Arc::new(Nexus {
-                        initiator_name: outcome.initiator_name.clone(),
-                        isid: outcome.isid,
-                        target_name: target.as_ref().map(|t| t.name.clone()).unwrap_or_default(),
-                        tpgt: self.group,
-                        relative_port: self.group,
-                    });
+                    let nexus = Arc::new(Nexus::new(
+                        outcome.initiator_name.clone(),
+                        outcome.isid,
+                        target.as_ref().map(|t| t.name.clone()).unwrap_or_default(),
+                        self.group,
+                        self.group,
+                    ));
                     tracing::info!(
                         initiator = %outcome.initiator_name,
                         target = outcome.target_name.as_deref().unwrap_or("(discovery)"),

@@ -64,13 +64,13 @@ fn lu(serial: &str, naa_last: u8, block_size: u32, blocks: u64, thin: bool) -> A
 }
 
 fn nexus(name: &str, isid_last: u8) -> Nexus {
-    Nexus {
-        initiator_name: name.into(),
-        isid: [0x80, 0, 0, 0, 0, isid_last],
-        target_name: "iqn.2026-11.io.ironlun:fuzz".into(),
-        tpgt: 1,
-        relative_port: 1,
-    }
+    Nexus::new(
+        name,
+        [0x80, 0, 0, 0, 0, isid_last],
+        "iqn.2026-11.io.ironlun:fuzz",
+        1,
+        1,
+    )
 }
 
 /// Split `data` at every separator.

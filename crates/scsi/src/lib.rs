@@ -44,9 +44,31 @@ pub struct Nexus {
     pub tpgt: u16,
     /// Relative target port identifier (one per portal group).
     pub relative_port: u16,
+    /// [`Nexus::key`], made once (it is looked up by every command).
+    key: String,
 }
 
 impl Nexus {
+    /// The nexus of a session.
+    pub fn new(
+        initiator_name: impl Into<String>,
+        isid: [u8; 6],
+        target_name: impl Into<String>,
+        tpgt: u16,
+        relative_port: u16,
+    ) -> Self {
+        let mut n = Self {
+            initiator_name: initiator_name.into(),
+            isid,
+            target_name: target_name.into(),
+            tpgt,
+            relative_port,
+            key: String::new(),
+        };
+        n.key = format!("{}|{}", n.initiator_port(), n.target_port());
+        n
+    }
+
     /// The iSCSI initiator port name: `<name>,i,0x<isid>` (RFC 7143 section 4.2.7.1).
     pub fn initiator_port(&self) -> String {
         let isid: String = self.isid.iter().map(|b| format!("{b:02x}")).collect();
@@ -59,8 +81,8 @@ impl Nexus {
     }
 
     /// A key identifying this I_T nexus.
-    pub fn key(&self) -> String {
-        format!("{}|{}", self.initiator_port(), self.target_port())
+    pub fn key(&self) -> &str {
+        &self.key
     }
 }
 

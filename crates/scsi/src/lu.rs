@@ -225,7 +225,7 @@ impl LogicalUnit {
         let except = except.map(Nexus::key);
         let mut st = self.state();
         for (k, n) in st.nexuses.iter_mut() {
-            if Some(k) != except.as_ref() {
+            if Some(k.as_str()) != except {
                 push_ua(n, sense);
             }
         }
@@ -235,8 +235,8 @@ impl LogicalUnit {
     pub fn nexus_lost(&self, nexus: &Nexus) {
         let key = nexus.key();
         let mut st = self.state();
-        st.nexuses.remove(&key);
-        if st.spc2_holder.as_ref() == Some(&key) {
+        st.nexuses.remove(key);
+        if st.spc2_holder.as_deref() == Some(key) {
             st.spc2_holder = None;
         }
     }
@@ -396,15 +396,20 @@ impl LogicalUnit {
     fn admit(&self, nexus: &Nexus, cdb: &[u8]) -> CmdResult<Admitted<'_>> {
         let opcode = cdb.first().copied().unwrap_or(0);
         let mut st = self.state();
-        let n = st.nexuses.entry(nexus.key()).or_insert_with(|| {
-            let mut n = NexusState::default();
-            n.ua.push_back(Sense::POWER_ON_RESET);
-            n
-        });
         // INQUIRY, REPORT LUNS and REQUEST SENSE do not report unit attentions.
-        if !matches!(opcode, 0x12 | 0xa0 | 0x03)
-            && let Some(ua) = n.ua.pop_front()
-        {
+        let reports_ua = !matches!(opcode, 0x12 | 0xa0 | 0x03);
+        let ua = match st.nexuses.get_mut(nexus.key()) {
+            Some(n) => reports_ua.then(|| n.ua.pop_front()).flatten(),
+            None => {
+                let mut n = NexusState::default();
+                if !reports_ua {
+                    n.ua.push_back(Sense::POWER_ON_RESET);
+                }
+                st.nexuses.insert(nexus.key().to_owned(), n);
+                reports_ua.then_some(Sense::POWER_ON_RESET)
+            }
+        };
+        if let Some(ua) = ua {
             return Err(ua);
         }
         let (peers, peer_allowed) = &st.peer_initiators;
@@ -429,7 +434,7 @@ impl LogicalUnit {
     pub(crate) fn take_unit_attention(&self, nexus: &Nexus) -> Option<Sense> {
         self.state()
             .nexuses
-            .get_mut(&nexus.key())
+            .get_mut(nexus.key())
             .and_then(|n| n.ua.pop_front())
     }
 

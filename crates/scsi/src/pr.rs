@@ -256,7 +256,7 @@ pub(crate) fn reserve(lu: &LogicalUnit, req: &Request<'_>) -> CmdResult<Response
     match &st.spc2_holder {
         Some(h) if *h != req.nexus.key() => Ok(Response::status(status::RESERVATION_CONFLICT)),
         _ => {
-            st.spc2_holder = Some(req.nexus.key());
+            st.spc2_holder = Some(req.nexus.key().to_owned());
             Ok(Response::good())
         }
     }
@@ -268,7 +268,7 @@ pub(crate) fn release(lu: &LogicalUnit, req: &Request<'_>) -> CmdResult<Response
         return Err(invalid_field(1, None));
     }
     let mut st = lu.state();
-    if st.spc2_holder.as_deref() == Some(req.nexus.key().as_str()) {
+    if st.spc2_holder.as_deref() == Some(req.nexus.key()) {
         st.spc2_holder = None;
     }
     Ok(Response::good())

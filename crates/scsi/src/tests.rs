@@ -12,13 +12,13 @@ const BS: u32 = 512;
 const BLOCKS: u64 = 2048;
 
 fn nexus(name: &str) -> Nexus {
-    Nexus {
-        initiator_name: name.into(),
-        isid: [0x80, 0, 0, 0, 0, 1],
-        target_name: "iqn.2026-11.io.ironlun:t".into(),
-        tpgt: 1,
-        relative_port: 1,
-    }
+    Nexus::new(
+        name,
+        [0x80, 0, 0, 0, 0, 1],
+        "iqn.2026-11.io.ironlun:t",
+        1,
+        1,
+    )
 }
 
 fn lu() -> (Arc<LogicalUnit>, Arc<MemDevice>) {

@@ -155,7 +155,7 @@ pub(crate) fn extended_copy(lu: &LogicalUnit, req: &Request<'_>) -> CmdResult<Re
             st.copies.remove(0);
         }
         st.copies.push(CopyResult {
-            nexus: key,
+            nexus: key.to_owned(),
             list_id,
             status: if outcome.is_ok() { 1 } else { 2 },
             segments: done_segments,

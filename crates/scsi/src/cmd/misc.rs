@@ -57,7 +57,7 @@ pub(crate) fn prevent_allow(lu: &LogicalUnit, req: &Request<'_>) -> CmdResult<Re
     }
     let key = req.nexus.key();
     let mut st = lu.state();
-    st.nexuses.entry(key).or_default().prevent = prevent == 1;
+    st.nexuses.entry(key.to_owned()).or_default().prevent = prevent == 1;
     Ok(Response::good())
 }
 
