@@ -44,7 +44,8 @@ use crate::{
 /// Receive buffer growth step.
 const READ_CHUNK: usize = 256 * 1024;
 
-/// Reads up to this long may run on the connection's task when their data is in memory.
+/// Reads and writes up to this long may run on the connection's task when they need
+/// nothing but memory.
 const INLINE_MAX: u32 = 128 * 1024;
 
 /// How long a closing connection waits for its executing commands.
@@ -396,10 +397,11 @@ impl Conn {
         let _ = s.finished.send(true);
     }
 
-    /// Run a short read whose data is in memory right here, on the connection's task: a
-    /// round trip through an I/O thread costs two thread wake-ups, more than the copy.
+    /// Run a short read or write that needs nothing but memory (data in the page cache, a
+    /// write into it) right here, on the connection's task: a round trip through an I/O
+    /// thread costs two thread wake-ups, more than the copy.
     fn execute_inline(&self, s: &Session, task: &ScsiTask) -> Option<ScsiCompletion> {
-        if !task.read || task.write || task.expected_len > INLINE_MAX {
+        if (task.read && task.write) || task.expected_len > INLINE_MAX {
             return None;
         }
         let map = s.target.as_ref()?.lun_map();

@@ -8,6 +8,11 @@ use std::{
         unix::fs::{FileExt, FileTypeExt},
     },
     path::{Path, PathBuf},
+    sync::{
+        OnceLock,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
 };
 
 use bytes::Bytes;
@@ -23,6 +28,61 @@ pub struct FileDevice {
     is_block_device: bool,
     /// On tmpfs: reads are memory copies (tmpfs refuses RWF_NOWAIT, but never waits).
     in_memory: bool,
+    /// Whether the kernel takes RWF_NOWAIT on writes to this file (cleared on EOPNOTSUPP).
+    write_nowait: AtomicBool,
+    /// Writes that must not wait are refused until then (see [`SlowWrites`]).
+    slow: SlowWrites,
+}
+
+/// A buffered write slower than this waited for something (dirty page throttling, reclaim).
+const SLOW_WRITE: Duration = Duration::from_millis(2);
+
+/// Where the kernel cannot say whether a buffered write would wait (ext4 and tmpfs refuse
+/// RWF_NOWAIT for buffered writes), a write that must not wait is tried as a plain buffered
+/// write, which is a copy into the page cache unless the kernel throttles dirty pages or
+/// reclaims memory. Its time is watched: after a write slower than [`SLOW_WRITE`], such
+/// writes are refused for a second, two after the next slow one, up to a minute, so a
+/// throttled disk costs a caller that must not wait one stall per period at most.
+#[derive(Debug, Default)]
+struct SlowWrites {
+    /// Microseconds since `epoch` until which writes are refused.
+    until: AtomicU64,
+    /// Slow writes in a row (each doubles the period).
+    streak: AtomicU64,
+    epoch: OnceLock<Instant>,
+}
+
+impl SlowWrites {
+    fn now(&self) -> u64 {
+        self.epoch.get_or_init(Instant::now).elapsed().as_micros() as u64
+    }
+
+    fn refusing(&self) -> bool {
+        self.now() < self.until.load(Ordering::Relaxed)
+    }
+
+    /// Record how long a write took.
+    fn took(&self, d: Duration) {
+        if d < SLOW_WRITE {
+            return;
+        }
+        let now = self.now();
+        // A minute after the last refusal ended, the periods start over.
+        let quiet = now.saturating_sub(self.until.load(Ordering::Relaxed)) > 60_000_000;
+        let streak = if quiet {
+            self.streak.store(1, Ordering::Relaxed);
+            1
+        } else {
+            (self.streak.fetch_add(1, Ordering::Relaxed) + 1).min(7)
+        };
+        let period = 1_000_000u64 << (streak - 1);
+        self.until.store(now + period, Ordering::Relaxed);
+        tracing::debug!(
+            took_us = d.as_micros() as u64,
+            refuse_s = period / 1_000_000,
+            "slow buffered write: writes that must not wait go to the I/O threads for a while"
+        );
+    }
 }
 
 /// `statfs` magic of tmpfs.
@@ -92,6 +152,8 @@ impl FileDevice {
             size,
             is_block_device,
             in_memory,
+            write_nowait: AtomicBool::new(true),
+            slow: SlowWrites::default(),
         })
     }
 
@@ -208,6 +270,45 @@ impl BlockDevice for FileDevice {
         Ok(n >= 0 && n as usize == buf.len())
     }
 
+    fn write_at_nowait(&self, bufs: &[Bytes], offset: u64, fua: bool) -> Result<bool> {
+        check_range(self.size, offset, total_len(bufs))?;
+        if fua || bufs.len() > IOV_MAX || self.slow.refusing() {
+            return Ok(false);
+        }
+        if self.write_nowait.load(Ordering::Relaxed) {
+            let iov: Vec<libc::iovec> = bufs
+                .iter()
+                .map(|b| libc::iovec {
+                    iov_base: b.as_ptr() as *mut libc::c_void,
+                    iov_len: b.len(),
+                })
+                .collect();
+            // SAFETY: every iovec points into a live `Bytes` borrowed for this call, and the
+            // kernel only reads from them.
+            let n = unsafe {
+                libc::pwritev2(
+                    self.fd(),
+                    iov.as_ptr(),
+                    iov.len() as i32,
+                    offset as i64,
+                    libc::RWF_NOWAIT,
+                )
+            };
+            if n >= 0 {
+                // Short: the rest would wait; the caller writes it all again.
+                return Ok(n as u64 == total_len(bufs));
+            }
+            match std::io::Error::last_os_error().raw_os_error() {
+                Some(libc::EOPNOTSUPP) => self.write_nowait.store(false, Ordering::Relaxed),
+                _ => return Ok(false),
+            }
+        }
+        let t0 = Instant::now();
+        self.pwritev_all(bufs, offset, false)?;
+        self.slow.took(t0.elapsed());
+        Ok(true)
+    }
+
     fn write_at(&self, bufs: &[Bytes], offset: u64, fua: bool) -> Result<()> {
         check_range(self.size, offset, total_len(bufs))?;
         self.pwritev_all(bufs, offset, fua)
@@ -293,6 +394,16 @@ impl BlockDevice for FileDevice {
     }
 }
 
+/// The file system type (`statfs` magic) a file lives on.
+#[allow(clippy::useless_conversion)] // f_type is not i64 on every architecture
+fn fs_type(file: &File) -> Option<i64> {
+    let mut st = std::mem::MaybeUninit::<libc::statfs>::uninit();
+    // SAFETY: fstatfs fills the struct on success; it is read only then.
+    let rc = unsafe { libc::fstatfs(file.as_raw_fd(), st.as_mut_ptr()) };
+    // SAFETY: rc == 0 means the kernel filled it.
+    (rc == 0).then(|| i64::from(unsafe { st.assume_init() }.f_type))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -317,7 +428,7 @@ mod tests {
     fn nowait_reads_return_the_data_or_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let mut places = vec![dir.path().to_owned()];
-        let shm = std::path::Path::new("/dev/shm");
+        let shm = Path::new("/dev/shm");
         let shm_dir = shm.is_dir().then(|| tempfile::tempdir_in(shm).unwrap());
         if let Some(d) = &shm_dir {
             places.push(d.path().to_owned());
@@ -342,6 +453,39 @@ mod tests {
             assert!(d.read_at_nowait(&mut buf, 0).unwrap());
             assert_eq!(buf, vec![0u8; 4096]);
         }
+    }
+
+    #[test]
+    fn writes_that_must_not_wait_back_off_after_a_slow_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = FileDevice::open(&dir.path().join("a.img"), Some(1 << 20), false).unwrap();
+        let b = [Bytes::from(vec![7u8; 4096])];
+        // FUA waits for the disk: always refused.
+        assert!(!d.write_at_nowait(&b, 0, true).unwrap());
+        assert!(d.write_at_nowait(&b, 0, false).unwrap());
+        let mut buf = vec![0u8; 4096];
+        d.read_at(&mut buf, 0).unwrap();
+        assert_eq!(buf, vec![7u8; 4096]);
+        // A fast write changes nothing; a slow one refuses such writes for a second...
+        d.slow.took(Duration::from_micros(100));
+        assert!(!d.slow.refusing());
+        d.slow.took(Duration::from_millis(5));
+        assert!(d.slow.refusing());
+        let b2 = [Bytes::from(vec![8u8; 4096])];
+        assert!(!d.write_at_nowait(&b2, 0, false).unwrap());
+        d.read_at(&mut buf, 0).unwrap();
+        assert_eq!(buf, vec![7u8; 4096], "a refused write writes nothing");
+        let first = d.slow.until.load(Ordering::Relaxed) - d.slow.now();
+        assert!(first <= 1_000_000 && first > 900_000, "{first}");
+        // ...and each further slow one doubles the period, up to 64 s.
+        d.slow.took(Duration::from_millis(5));
+        let second = d.slow.until.load(Ordering::Relaxed) - d.slow.now();
+        assert!(second > 1_900_000 && second <= 2_000_000, "{second}");
+        for _ in 0..10 {
+            d.slow.took(Duration::from_millis(5));
+        }
+        let longest = d.slow.until.load(Ordering::Relaxed) - d.slow.now();
+        assert!(longest > 63_000_000 && longest <= 64_000_000, "{longest}");
     }
 
     #[test]
@@ -400,13 +544,4 @@ mod tests {
         d.read_at(&mut buf, 4 << 20).unwrap();
         assert!(buf.iter().all(|&b| b == 0));
     }
-}
-
-/// The file system type (`statfs` magic) a file lives on.
-fn fs_type(file: &File) -> Option<i64> {
-    let mut st = std::mem::MaybeUninit::<libc::statfs>::uninit();
-    // SAFETY: fstatfs fills the struct on success; it is read only then.
-    let rc = unsafe { libc::fstatfs(file.as_raw_fd(), st.as_mut_ptr()) };
-    // SAFETY: rc == 0 means the kernel filled it.
-    (rc == 0).then(|| i64::from(unsafe { st.assume_init() }.f_type))
 }

@@ -58,6 +58,16 @@ pub trait BlockDevice: Send + Sync + std::fmt::Debug {
     /// the call returns.
     fn write_at(&self, bufs: &[Bytes], offset: u64, fua: bool) -> Result<()>;
 
+    /// Like [`BlockDevice::write_at`], but only as a copy into memory (a cache), never
+    /// waiting for a disk, a peer or a lock held for long. `Ok(false)`: it would have to;
+    /// part of the range may have been written then, and the caller writes the whole range
+    /// with `write_at` where waiting is allowed (a device on stable storage refuses `fua`).
+    /// The default never tries.
+    fn write_at_nowait(&self, bufs: &[Bytes], offset: u64, fua: bool) -> Result<bool> {
+        let _ = (bufs, offset, fua);
+        Ok(false)
+    }
+
     /// Make every completed write durable.
     fn flush(&self) -> Result<()>;
 

@@ -45,6 +45,24 @@ fn copy_out(chunks: &BTreeMap<u64, Box<[u8]>>, buf: &mut [u8], offset: u64) {
     }
 }
 
+/// Copy `bufs` into the chunk map at `offset`, allocating chunks as needed.
+fn copy_in(chunks: &mut BTreeMap<u64, Box<[u8]>>, bufs: &[Bytes], offset: u64) {
+    let mut pos = offset;
+    for b in bufs {
+        let mut done = 0usize;
+        while done < b.len() {
+            let (c, within) = (pos / CHUNK, (pos % CHUNK) as usize);
+            let n = (CHUNK as usize - within).min(b.len() - done);
+            let chunk = chunks
+                .entry(c)
+                .or_insert_with(|| vec![0u8; CHUNK as usize].into_boxed_slice());
+            chunk[within..within + n].copy_from_slice(&b[done..done + n]);
+            done += n;
+            pos += n as u64;
+        }
+    }
+}
+
 impl BlockDevice for MemDevice {
     fn size(&self) -> u64 {
         self.size
@@ -67,23 +85,19 @@ impl BlockDevice for MemDevice {
         Ok(true)
     }
 
+    fn write_at_nowait(&self, bufs: &[Bytes], offset: u64, _fua: bool) -> Result<bool> {
+        check_range(self.size, offset, total_len(bufs))?;
+        let Ok(mut chunks) = self.chunks.try_write() else {
+            return Ok(false);
+        };
+        copy_in(&mut chunks, bufs, offset);
+        Ok(true)
+    }
+
     fn write_at(&self, bufs: &[Bytes], offset: u64, _fua: bool) -> Result<()> {
         check_range(self.size, offset, total_len(bufs))?;
         let mut chunks = self.chunks.write().map_err(|_| Self::poisoned())?;
-        let mut pos = offset;
-        for b in bufs {
-            let mut done = 0usize;
-            while done < b.len() {
-                let (c, within) = (pos / CHUNK, (pos % CHUNK) as usize);
-                let n = (CHUNK as usize - within).min(b.len() - done);
-                let chunk = chunks
-                    .entry(c)
-                    .or_insert_with(|| vec![0u8; CHUNK as usize].into_boxed_slice());
-                chunk[within..within + n].copy_from_slice(&b[done..done + n]);
-                done += n;
-                pos += n as u64;
-            }
-        }
+        copy_in(&mut chunks, bufs, offset);
         Ok(())
     }
 

@@ -56,6 +56,20 @@ impl StripedLocks {
         }
     }
 
+    /// Lock units `first..=last` shared if no stripe is held exclusively now (`None`: one
+    /// is, and nothing is held).
+    pub fn try_shared(&self, first: u64, last: u64) -> Option<SharedStripes<'_>> {
+        let mut g = Vec::new();
+        for i in self.indexes(first, last) {
+            match self.stripes[i].try_read() {
+                Ok(r) => g.push(r),
+                Err(std::sync::TryLockError::Poisoned(p)) => g.push(p.into_inner()),
+                Err(std::sync::TryLockError::WouldBlock) => return None,
+            }
+        }
+        Some(SharedStripes { _g: g })
+    }
+
     /// Lock units `first..=last` exclusively.
     pub fn exclusive(&self, first: u64, last: u64) -> ExclusiveStripes<'_> {
         ExclusiveStripes {
@@ -83,7 +97,13 @@ mod tests {
         assert_eq!(l.indexes(63, 64), vec![0, 63]);
         assert_eq!(l.indexes(0, 1 << 40).len(), 64);
         // An exclusive holder keeps out a shared one on the same stripe only.
-        let _x = l.exclusive(5, 5);
+        let x = l.exclusive(5, 5);
         drop(l.shared(6, 6));
+        assert!(l.try_shared(4, 6).is_none());
+        assert!(l.try_shared(6, 7).is_some());
+        drop(x);
+        let s = l.try_shared(4, 6);
+        assert!(s.is_some());
+        assert!(l.try_shared(5, 5).is_some(), "shared holders share");
     }
 }

@@ -53,6 +53,19 @@ impl Suite {
             d.read_at_nowait(&mut now, d.size() - 100).unwrap_err().kind,
             BlockErrorKind::OutOfBounds
         );
+        // A write that does not wait lands whole, or says it would have to wait.
+        let more = pattern(9000, 7);
+        if d.write_at_nowait(&[Bytes::from(more.clone())], 200_000, false)
+            .unwrap()
+        {
+            let mut buf = vec![0u8; more.len()];
+            d.read_at(&mut buf, 200_000).unwrap();
+            assert_eq!(buf, more);
+        }
+        let err = d
+            .write_at_nowait(&[Bytes::from(vec![0u8; 512])], d.size(), false)
+            .unwrap_err();
+        assert_eq!(err.kind, BlockErrorKind::OutOfBounds);
     }
 
     fn vectored_write_is_concatenated(d: &dyn BlockDevice) {

@@ -43,6 +43,11 @@ impl ChunkLocks {
         self.stripes.shared(first, last)
     }
 
+    /// Lock chunks `first..=last` shared unless one is held exclusively now.
+    pub fn try_shared(&self, first: u64, last: u64) -> Option<SharedChunks<'_>> {
+        self.stripes.try_shared(first, last)
+    }
+
     /// Lock chunks `first..=last` exclusively.
     pub fn exclusive(&self, first: u64, last: u64) -> ExclusiveChunks<'_> {
         self.stripes.exclusive(first, last)

@@ -201,3 +201,31 @@ fn clone_restore_copies_back_only_changes() {
     assert_eq!(read(&*v, 2 * CHUNK, 1)[0], 1);
     assert_eq!(read(&*v, 6 * CHUNK, 4), vec![8; 4]);
 }
+
+#[test]
+fn writes_that_must_not_wait_leave_volumes_with_relationships_to_the_hooks() {
+    let dir = tempfile::tempdir().unwrap();
+    let pool = Arc::new(Pool::new("p", dir.path(), 0).unwrap());
+    let v = volume();
+    fill(&v, 0, SIZE as usize, b'a');
+    // No relationship: written in place.
+    let b = [Bytes::from(vec![b'x'; 4096])];
+    assert!(v.write_at_nowait(&b, CHUNK, false).unwrap());
+    assert_eq!(read(&*v, CHUNK, 4096), vec![b'x'; 4096]);
+    // A snapshot must see the write (copy-on-write first): refused, nothing written.
+    let s = snapshot(&v, dir.path(), "s1", &pool);
+    let b = [Bytes::from(vec![b'y'; 4096])];
+    assert!(!v.write_at_nowait(&b, 3 * CHUNK, false).unwrap());
+    assert_eq!(read(&*v, 3 * CHUNK, 4096), vec![b'a'; 4096]);
+    assert_eq!(s.preserved_chunks(), 0);
+    // While a point in time is being cut, writes wait for it: refused too.
+    drop(s);
+    let v2 = volume();
+    let q = v2.quiesce();
+    assert!(!v2.write_at_nowait(&b, 0, false).unwrap());
+    drop(q);
+    assert!(v2.write_at_nowait(&b, 0, false).unwrap());
+    assert_eq!(read(&*v2, 0, 4096), vec![b'y'; 4096]);
+    // Out of range is an error, not a refusal.
+    assert!(v2.write_at_nowait(&b, SIZE - 100, false).is_err());
+}

@@ -429,6 +429,39 @@ impl BlockDevice for Volume {
         self.base.read_at_nowait(buf, offset)
     }
 
+    fn write_at_nowait(&self, bufs: &[Bytes], offset: u64, fua: bool) -> blockdev::Result<bool> {
+        // Only a volume without relationships: hooks copy, log and wait for peers.
+        let len = blockdev::total_len(bufs);
+        blockdev::check_range(self.base.size(), offset, len)?;
+        let _gate = match self.gate.try_read() {
+            Ok(g) => g,
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return Ok(false),
+        };
+        let plain = self
+            .hooks
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .is_empty();
+        if !plain || self.restore_source().is_some() {
+            return Ok(false);
+        }
+        let w = Write {
+            kind: WriteKind::Data(bufs),
+            offset,
+            len,
+            fua,
+            locked: false,
+        };
+        let range = w.chunks();
+        let Some(_locks) = self.locks.try_shared(*range.start(), *range.end()) else {
+            return Ok(false);
+        };
+        self.last_write
+            .store(micros_now().max(1), std::sync::atomic::Ordering::Relaxed);
+        self.base.write_at_nowait(bufs, offset, fua)
+    }
+
     fn write_at(&self, bufs: &[Bytes], offset: u64, fua: bool) -> blockdev::Result<()> {
         let len = blockdev::total_len(bufs);
         self.host_write(Write {

@@ -102,8 +102,8 @@ pub struct Request<'a> {
     pub abort: Option<&'a std::sync::atomic::AtomicBool>,
     /// Finds copy targets for EXTENDED COPY (`None`: no copy target can be resolved).
     pub resolver: Option<&'a dyn LunResolver>,
-    /// Set by [`LogicalUnit::execute_nowait`]: a read whose data is not in memory raises
-    /// the flag instead of waiting, and its response is discarded.
+    /// Set by [`LogicalUnit::execute_nowait`]: a read or write that would have to wait
+    /// raises the flag instead, and its response is discarded.
     pub(crate) would_block: Option<&'a std::cell::Cell<bool>>,
 }
 

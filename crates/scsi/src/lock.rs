@@ -37,6 +37,12 @@ impl RangeLocks {
         self.stripes.shared(a, b)
     }
 
+    /// Lock a range shared unless part of it is held exclusively now.
+    pub(crate) fn try_shared(&self, offset: u64, len: u64) -> Option<SharedStripes<'_>> {
+        let (a, b) = units(offset, len);
+        self.stripes.try_shared(a, b)
+    }
+
     /// Lock a range exclusively (read-modify-write commands).
     pub(crate) fn exclusive(&self, offset: u64, len: u64) -> ExclusiveStripes<'_> {
         let (a, b) = units(offset, len);

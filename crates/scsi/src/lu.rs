@@ -342,11 +342,15 @@ impl LogicalUnit {
         }
     }
 
-    /// Execute a READ only if its data is in memory, without waiting for the medium (the
-    /// caller is an event loop). `None`: not a read, or its data would have to be waited
-    /// for; nothing was done then, and the command is to be run with [`Self::execute`].
+    /// Execute a READ or WRITE only if it can be done in memory (data in the cache, a write
+    /// into the cache), without waiting for the medium (the caller is an event loop).
+    /// `None`: another command, or one that would have to wait; it is to be run with
+    /// [`Self::execute`] then (a write refused part way is written again, whole).
     pub fn execute_nowait(&self, req: &Request<'_>) -> Option<Response> {
-        if !matches!(req.cdb.first(), Some(0x08 | 0x28 | 0xa8 | 0x88)) {
+        if !matches!(
+            req.cdb.first(),
+            Some(0x08 | 0x28 | 0xa8 | 0x88 | 0x0a | 0x2a | 0xaa | 0x8a)
+        ) {
             return None;
         }
         let blocked = std::cell::Cell::new(false);
@@ -449,6 +453,12 @@ impl LogicalUnit {
             _ if write => Sense::WRITE_ERROR,
             _ => Sense::UNRECOVERED_READ_ERROR,
         }
+    }
+
+    /// Whether the write cache is off (caching mode page WCE=0): every write is then on
+    /// stable storage before it completes (SBC-3 section 6.4.6), as with FUA.
+    pub(crate) fn write_through(&self) -> bool {
+        !self.state().mode.wce
     }
 
     /// Check that writes are allowed (read-only LUN, SWP).

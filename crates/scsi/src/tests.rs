@@ -216,23 +216,26 @@ fn nowait_reads_serve_data_at_hand_and_leave_the_rest() {
     let cdb = read10(100, 4);
     let r =
         t.lu.execute_nowait(&Request::new(n, &cdb, &[], &[0], None, None));
-    assert_eq!(
-        r.map(|r| (r.status, r.data.to_vec())),
-        Some((0, data.clone()))
-    );
+    assert_eq!(r.map(|r| (r.status, r.data.to_vec())), Some((0, data)));
     // Errors found before the data are answered too.
     let cdb = read10(2047, 2);
     let r =
         t.lu.execute_nowait(&Request::new(n, &cdb, &[], &[0], None, None));
     assert_eq!(r.as_ref().map(sense3), Some((5, 0x21, 0)));
-    // Anything but a read is not run at all.
+    // A write into memory is done.
     let cdb = write10(0, 1);
     let bufs = [Bytes::from(vec![9u8; 512])];
+    let r =
+        t.lu.execute_nowait(&Request::new(n, &cdb, &bufs, &[0], None, None));
+    assert_eq!(r.map(|r| (r.status, r.write_len)), Some((0, 512)));
+    assert_eq!(t.run(&read10(0, 1), &[]).data.to_vec(), vec![9u8; 512]);
+    // Anything but a read or a write is not run at all (here: it would report a change).
+    let cdb = [0x1b, 0, 0, 0, 0x02, 0]; // START STOP UNIT, eject
     assert!(
-        t.lu.execute_nowait(&Request::new(n, &cdb, &bufs, &[0], None, None))
+        t.lu.execute_nowait(&Request::new(n, &cdb, &[], &[0], None, None))
             .is_none()
     );
-    assert!(t.run(&read10(0, 1), &[]).data.iter().all(|&b| b == 0));
+    assert_eq!(t.run(&[0, 0, 0, 0, 0, 0], &[]).status, 0, "not ejected");
 
     // A cold device: the unit attention is answered (it needs no data), then the read is
     // left to a caller that may wait.
@@ -249,6 +252,18 @@ fn nowait_reads_serve_data_at_hand_and_leave_the_rest() {
     assert!(lu.execute_nowait(&req).is_none());
     let r = lu.execute(&req);
     assert_eq!((r.status, r.data.len()), (0, 512));
+    let cdb = write10(1, 1);
+    let bufs = [Bytes::from(vec![5u8; 512])];
+    assert!(
+        lu.execute_nowait(&Request::new(n, &cdb, &bufs, &[0], None, None))
+            .is_none()
+    );
+    let r = lu.execute(&Request::new(n, &read10(1, 1), &[], &[0], None, None));
+    assert_eq!(
+        r.data.to_vec(),
+        vec![0u8; 512],
+        "a refused write wrote nothing"
+    );
 }
 
 #[test]
@@ -655,6 +670,100 @@ fn mode_select_sets_swp_and_d_sense() {
     // Saving pages is not supported.
     let r = t.run(&[0x15, 0x11, 0, 0, p.len() as u8, 0], &p);
     assert_eq!(&r.sense[..4], &[0x72, 0x05, 0x24, 0x00]);
+}
+
+/// Records the FUA flag of every write and counts flushes.
+#[derive(Debug)]
+struct Recording {
+    mem: MemDevice,
+    fua: std::sync::Mutex<Vec<bool>>,
+    flushes: std::sync::atomic::AtomicUsize,
+}
+
+impl BlockDevice for Recording {
+    fn size(&self) -> u64 {
+        self.mem.size()
+    }
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> blockdev::Result<()> {
+        self.mem.read_at(buf, offset)
+    }
+    fn write_at(&self, bufs: &[Bytes], offset: u64, fua: bool) -> blockdev::Result<()> {
+        self.fua.lock().unwrap().push(fua);
+        self.mem.write_at(bufs, offset, fua)
+    }
+    fn write_at_nowait(&self, bufs: &[Bytes], offset: u64, fua: bool) -> blockdev::Result<bool> {
+        // As a device on stable storage: a durable write is not done in memory.
+        if fua {
+            return Ok(false);
+        }
+        self.write_at(bufs, offset, false)?;
+        Ok(true)
+    }
+    fn flush(&self) -> blockdev::Result<()> {
+        self.flushes
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
+    }
+    fn discard(&self, offset: u64, len: u64) -> blockdev::Result<()> {
+        self.mem.discard(offset, len)
+    }
+}
+
+#[test]
+fn write_cache_off_makes_every_write_durable() {
+    let dev = Arc::new(Recording {
+        mem: MemDevice::new(BLOCKS * u64::from(BS)),
+        fua: Default::default(),
+        flushes: Default::default(),
+    });
+    let mut naa = [0u8; 8];
+    naa[0] = 0x30;
+    let t = T {
+        lu: Arc::new(LogicalUnit::new(
+            LuConfig::new("SERIAL0003", naa, BS),
+            dev.clone(),
+        )),
+        nexus: nexus("iqn.i"),
+    };
+    t.run(&[0, 0, 0, 0, 0, 0], &[]);
+    t.run(&write10(0, 1), &[1; 512]);
+    let cdb = write10(2, 1);
+    let bufs = [Bytes::from(vec![3u8; 512])];
+    let n = nexus("iqn.i");
+    assert!(
+        t.lu.execute_nowait(&Request::new(&n, &cdb, &bufs, &[0], None, None))
+            .is_some(),
+        "with the write cache on, a write into memory is done"
+    );
+    dev.fua.lock().unwrap().clear();
+    // MODE SENSE(6) of the caching page, then MODE SELECT(6) of it with WCE cleared.
+    let r = t.run(&[0x1a, 0x08, 0x08, 0, 255, 0], &[]);
+    let page_at = 4 + usize::from(r.data[3]);
+    let mut page = r.data[page_at..page_at + 20].to_vec();
+    assert_eq!(&page[..3], &[0x08, 0x12, 0x04], "WCE on by default");
+    page[0] &= 0x3f;
+    page[2] &= !0x04;
+    let mut p = vec![0u8, 0, 0, 0];
+    p.extend_from_slice(&page);
+    assert_eq!(t.run(&[0x15, 0x10, 0, 0, p.len() as u8, 0], &p).status, 0);
+    t.run(&write10(1, 1), &[2; 512]);
+    assert_eq!(*dev.fua.lock().unwrap(), vec![true]);
+    // Nor is a write done in memory only: it goes where waiting is allowed.
+    assert!(
+        t.lu.execute_nowait(&Request::new(&n, &cdb, &bufs, &[0], None, None))
+            .is_none()
+    );
+    // WRITE SAME ends with a flush.
+    let mut ws = [0u8; 10];
+    ws[0] = 0x41;
+    ws[5] = 10;
+    ws[8] = 4;
+    let before = dev.flushes.load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(t.run(&ws, &[7; 512]).status, 0);
+    assert_eq!(
+        dev.flushes.load(std::sync::atomic::Ordering::Relaxed),
+        before + 1
+    );
 }
 
 #[test]

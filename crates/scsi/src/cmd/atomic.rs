@@ -50,7 +50,11 @@ pub(crate) fn compare_and_write(lu: &LogicalUnit, req: &Request<'_>) -> CmdResul
         return Err(Sense::MISCOMPARE_DURING_VERIFY.with_information(pos as u64));
     }
     lu.dev
-        .write_at(&[Bytes::copy_from_slice(write)], offset, cdb[1] & 0x08 != 0)
+        .write_at(
+            &[Bytes::copy_from_slice(write)],
+            offset,
+            cdb[1] & 0x08 != 0 || lu.write_through(),
+        )
         .map_err(|e| lu.io_error(&e, true))?;
     Ok(Response {
         write_len,
@@ -90,7 +94,11 @@ pub(crate) fn orwrite(lu: &LogicalUnit, req: &Request<'_>) -> CmdResult<Response
         *c |= d;
     }
     lu.dev
-        .write_at(&[Bytes::from(current)], offset, cdb[1] & 0x08 != 0)
+        .write_at(
+            &[Bytes::from(current)],
+            offset,
+            cdb[1] & 0x08 != 0 || lu.write_through(),
+        )
         .map_err(|e| lu.io_error(&e, true))?;
     Ok(Response {
         write_len,
@@ -128,7 +136,7 @@ pub(crate) fn write_atomic(lu: &LogicalUnit, req: &Request<'_>) -> CmdResult<Res
     let _lock = lu.locks.exclusive(offset, u64::from(write_len));
     let bufs = prefix(req.data_out, write_len as usize);
     lu.dev
-        .write_at(&bufs, offset, cdb[1] & 0x08 != 0)
+        .write_at(&bufs, offset, cdb[1] & 0x08 != 0 || lu.write_through())
         .map_err(|e| lu.io_error(&e, true))?;
     Ok(Response {
         write_len,

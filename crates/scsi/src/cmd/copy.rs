@@ -231,6 +231,9 @@ fn copy_segment(
             .map_err(|_| aborted(0x0c, 0x00))?;
         done += n;
     }
+    if dst.write_through() {
+        dst.dev.flush().map_err(|_| aborted(0x0c, 0x00))?;
+    }
     Ok(total)
 }
 

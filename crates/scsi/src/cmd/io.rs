@@ -152,14 +152,39 @@ fn write_blocks(lu: &LogicalUnit, req: &Request<'_>, rw: &Rw) -> CmdResult<()> {
         .map_err(|e| lu.io_error(&e, true))
 }
 
+/// [`write_blocks`] only as a copy into memory: `false` when it would have to wait.
+fn write_blocks_nowait(lu: &LogicalUnit, req: &Request<'_>, rw: &Rw) -> CmdResult<bool> {
+    let bs = lu.cfg.block_size as usize;
+    let present = (available(req.data_out) / bs).min(rw.blocks as usize);
+    if present == 0 {
+        return Ok(true);
+    }
+    let bufs = prefix(req.data_out, present * bs);
+    let offset = rw.lba * bs as u64;
+    let Some(_lock) = lu.locks.try_shared(offset, (present * bs) as u64) else {
+        return Ok(false);
+    };
+    lu.dev
+        .write_at_nowait(&bufs, offset, rw.fua)
+        .map_err(|e| lu.io_error(&e, true))
+}
+
 /// WRITE(6/10/12/16).
 pub(crate) fn write(lu: &LogicalUnit, req: &Request<'_>) -> CmdResult<Response> {
     lu.check_ready()?;
-    let rw = parse_rw(req.cdb);
+    let mut rw = parse_rw(req.cdb);
+    rw.fua |= lu.write_through();
     let write_len = rw.blocks.saturating_mul(lu.cfg.block_size);
     lu.check_writable()?;
     check_rw(lu, &rw, lu.cfg.max_transfer_blocks)?;
-    write_blocks(lu, req, &rw)?;
+    match req.would_block {
+        Some(blocked) if !write_blocks_nowait(lu, req, &rw)? => {
+            blocked.set(true);
+            return Ok(Response::good());
+        }
+        Some(_) => {}
+        None => write_blocks(lu, req, &rw)?,
+    }
     Ok(Response {
         write_len,
         ..Response::good()
@@ -313,6 +338,9 @@ pub(crate) fn write_same(lu: &LogicalUnit, req: &Request<'_>) -> CmdResult<Respo
         fill(lu, offset, len, &block)
     };
     r.map_err(|e| lu.io_error(&e, true))?;
+    if lu.write_through() {
+        lu.dev.flush().map_err(|e| lu.io_error(&e, true))?;
+    }
     Ok(Response {
         write_len,
         ..Response::good()
