@@ -65,6 +65,26 @@ impl ActivityLog {
         Ok((log, previous))
     }
 
+    /// [`ActivityLog::touch`] only if every extent of the range is active already (no
+    /// record to write): `false`, and nothing changed, otherwise.
+    pub fn touch_if_active(&self, offset: u64, len: u64) -> bool {
+        let first = offset / AL_EXTENT;
+        let last = (offset + len.max(1) - 1) / AL_EXTENT;
+        let mut st = self
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !(first..=last).all(|e| st.extents.contains_key(&e)) {
+            return false;
+        }
+        for e in first..=last {
+            st.generation += 1;
+            let g = st.generation;
+            st.extents.insert(e, g);
+        }
+        true
+    }
+
     /// Make sure the extents of `[offset, offset + len)` are logged. A new extent is written
     /// durably before this returns; when the log is full the least recently used extent is
     /// evicted, after `before_evict` (which persists dirty bitmaps covering it) succeeds.

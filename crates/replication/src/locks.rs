@@ -90,6 +90,25 @@ impl RangeLocks {
     }
 }
 
+impl RangeLocks {
+    /// Lock `[start, end)` unless an overlapping range is held now.
+    pub fn try_lock(&self, start: u64, end: u64) -> Option<RangeGuard<'_>> {
+        let end = end.max(start + 1);
+        let mut held = self
+            .held
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if held.iter().any(|&(s, e)| s < end && start < e) {
+            return None;
+        }
+        held.push((start, end));
+        Some(RangeGuard {
+            locks: self,
+            range: (start, end),
+        })
+    }
+}
+
 impl Drop for RangeGuard<'_> {
     fn drop(&mut self) {
         let mut held = self
@@ -120,6 +139,8 @@ mod tests {
         });
         std::thread::sleep(std::time::Duration::from_millis(30));
         assert!(!t.is_finished(), "an overlapping range waits");
+        assert!(l.try_lock(4000, 5000).is_none());
+        assert!(l.try_lock(8192, 9000).is_some());
         drop(a);
         t.join().unwrap();
     }

@@ -246,3 +246,52 @@ fn overlapping_concurrent_writes_keep_source_and_target_equal() {
         assert_eq!(all(&**src.base()), all(&**tgt.base()), "{mode:?}");
     }
 }
+
+/// Writes that must not wait: done on both sides when both are memory, refused (nothing to
+/// redo beyond the write itself) when the target cannot take them or the activity log needs
+/// a record, and the pair stays equal through a mix of both paths.
+#[test]
+fn writes_that_must_not_wait_reach_the_target_or_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = Volume::new("src", Arc::new(MemDevice::new(SIZE)));
+    let tgt = Volume::new("tgt", Arc::new(MemDevice::new(SIZE)));
+    let m = Mirror::new(
+        4,
+        src.clone(),
+        tgt.clone(),
+        Mode::Synchronous,
+        CopyState::Unsynchronized,
+        Bitmap::full(CHUNKS),
+        Bitmap::new(CHUNKS),
+        None,
+    );
+    m.attach();
+    m.resync(&|_, _| {}, &|| false).unwrap();
+    let nowait = |off: u64, b: u8| {
+        src.write_at_nowait(&[Bytes::from(vec![b; 4096])], off, false)
+            .unwrap()
+    };
+    assert!(nowait(CHUNK, 1));
+    assert_eq!(all(&**src.base()), all(&**tgt.base()));
+    assert_eq!(&all(&**tgt.base())[CHUNK as usize..][..4096], &[1u8; 4096]);
+    // With an activity log, a write to an extent not yet logged needs a durable record.
+    let (al, _) = ActivityLog::open(&dir.path().join("al"), 16).unwrap();
+    m.set_activity_logs(Some(Arc::new(al)), None);
+    assert!(!nowait(2 * CHUNK, 2));
+    w(&*src, 2 * CHUNK, 10, 3).unwrap();
+    assert!(nowait(2 * CHUNK, 4), "the extent is logged now");
+    assert_eq!(all(&**src.base()), all(&**tgt.base()));
+    // A fractured pair copies nothing: the write is tracked instead.
+    m.stop_following(CopyState::Fractured);
+    assert!(nowait(5 * CHUNK, 5));
+    assert_eq!(m.dirty().0, 1, "the change is tracked for the resync");
+    assert_ne!(all(&**src.base()), all(&**tgt.base()));
+
+    // A target that cannot take a write without waiting: refused.
+    let (src, _tgt, _, m) = pair(Mode::Synchronous);
+    m.resync(&|_, _| {}, &|| false).unwrap();
+    assert!(
+        !src.write_at_nowait(&[Bytes::from(vec![7u8; 512])], 0, false)
+            .unwrap()
+    );
+}

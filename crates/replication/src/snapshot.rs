@@ -245,6 +245,21 @@ impl WriteHook for Snapshot {
         Ok(())
     }
 
+    fn prepare_nowait(&self, _vol: &Volume, w: &Write<'_>) -> bool {
+        // Nothing to do when every chunk was preserved already (or the snapshot is idle).
+        {
+            let st = self.st();
+            if st.broken.is_some() || st.inactive {
+                return true;
+            }
+        }
+        w.chunks().all(|c| self.is_preserved(c))
+    }
+
+    fn start_nowait(&self, _vol: &Volume, _w: &Write<'_>) -> Option<bool> {
+        None
+    }
+
     fn flush(&self) -> blockdev::Result<()> {
         Ok(())
     }

@@ -218,6 +218,12 @@ fn writes_that_must_not_wait_leave_volumes_with_relationships_to_the_hooks() {
     assert!(!v.write_at_nowait(&b, 3 * CHUNK, false).unwrap());
     assert_eq!(read(&*v, 3 * CHUNK, 4096), vec![b'a'; 4096]);
     assert_eq!(s.preserved_chunks(), 0);
+    // Once the chunk is preserved, an overwrite needs nothing but memory.
+    fill(&v, 3 * CHUNK, 100, b'z');
+    assert_eq!(s.preserved_chunks(), 1);
+    assert!(v.write_at_nowait(&b, 3 * CHUNK, false).unwrap());
+    assert_eq!(read(&*v, 3 * CHUNK, 4096), vec![b'y'; 4096]);
+    assert_eq!(read(&*s.view(), 3 * CHUNK, 4096), vec![b'a'; 4096]);
     // While a point in time is being cut, writes wait for it: refused too.
     drop(s);
     let v2 = volume();

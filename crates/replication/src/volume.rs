@@ -100,6 +100,21 @@ pub trait WriteHook: Send + Sync + std::fmt::Debug {
         None
     }
 
+    /// [`WriteHook::prepare`] for a write that must not wait: done, and `true`, only if it
+    /// needs nothing but memory (no chunk to copy first, no log record to write); `false`
+    /// with nothing done otherwise. The default never tries.
+    fn prepare_nowait(&self, _vol: &Volume, _w: &Write<'_>) -> bool {
+        false
+    }
+
+    /// [`WriteHook::start`] for a write that must not wait, done before the source write:
+    /// `None` when this hook copies nothing, `Some(true)` when its copy is done,
+    /// `Some(false)` when the copy would have to wait (part of it may have been done; the
+    /// whole write is then done again where waiting is allowed). The default never tries.
+    fn start_nowait(&self, _vol: &Volume, _w: &Write<'_>) -> Option<bool> {
+        Some(false)
+    }
+
     /// After the source write (`source_ok`) and this hook's own copy (`copy`).
     fn finish(
         &self,
@@ -430,7 +445,7 @@ impl BlockDevice for Volume {
     }
 
     fn write_at_nowait(&self, bufs: &[Bytes], offset: u64, fua: bool) -> blockdev::Result<bool> {
-        // Only a volume without relationships: hooks copy, log and wait for peers.
+        // The write path above, where every step must be done in memory or not at all.
         let len = blockdev::total_len(bufs);
         blockdev::check_range(self.base.size(), offset, len)?;
         let _gate = match self.gate.try_read() {
@@ -438,12 +453,7 @@ impl BlockDevice for Volume {
             Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
             Err(std::sync::TryLockError::WouldBlock) => return Ok(false),
         };
-        let plain = self
-            .hooks
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .is_empty();
-        if !plain || self.restore_source().is_some() {
+        if self.restore_source().is_some() {
             return Ok(false);
         }
         let w = Write {
@@ -453,13 +463,41 @@ impl BlockDevice for Volume {
             fua,
             locked: false,
         };
+        let hooks = self.hooks();
+        let _order = if hooks.is_empty() {
+            None
+        } else {
+            match self.ranges.try_lock(offset, offset + len) {
+                Some(g) => Some(g),
+                None => return Ok(false),
+            }
+        };
+        // Each hook's preparation needs only memory, or the write goes where it may wait.
+        // A hook prepared without waiting has only touched in-memory state (the order of
+        // activity log extents), which the retry touches again.
+        if !hooks.iter().all(|h| h.prepare_nowait(self, &w)) {
+            return Ok(false);
+        }
         let range = w.chunks();
         let Some(_locks) = self.locks.try_shared(*range.start(), *range.end()) else {
             return Ok(false);
         };
+        let mut copies = Vec::with_capacity(hooks.len());
+        for h in &hooks {
+            match h.start_nowait(self, &w) {
+                Some(false) => return Ok(false),
+                started => copies.push(started.map(|_| Ok(()))),
+            }
+        }
         self.last_write
             .store(micros_now().max(1), std::sync::atomic::Ordering::Relaxed);
-        self.base.write_at_nowait(bufs, offset, fua)
+        if !self.base.write_at_nowait(bufs, offset, fua)? {
+            return Ok(false);
+        }
+        for (h, copy) in hooks.iter().zip(copies) {
+            h.finish(self, &w, true, copy);
+        }
+        Ok(true)
     }
 
     fn write_at(&self, bufs: &[Bytes], offset: u64, fua: bool) -> blockdev::Result<()> {
