@@ -389,6 +389,14 @@ impl BlockDevice for FileDevice {
         Ok(out)
     }
 
+    fn allocation_nowait(&self, offset: u64, len: u64) -> Result<Option<Vec<Extent>>> {
+        // A tmpfs file's map is its page cache; elsewhere SEEK_DATA may read extent blocks.
+        if self.in_memory {
+            return self.allocation(offset, len).map(Some);
+        }
+        Ok(None)
+    }
+
     fn thin(&self) -> bool {
         !self.is_block_device
     }

@@ -97,6 +97,13 @@ pub trait BlockDevice: Send + Sync + std::fmt::Debug {
         }])
     }
 
+    /// [`BlockDevice::allocation`] only if the map is in memory (never read from a disk):
+    /// `None` when it may not be. The default never tries.
+    fn allocation_nowait(&self, offset: u64, len: u64) -> Result<Option<Vec<Extent>>> {
+        let _ = (offset, len);
+        Ok(None)
+    }
+
     /// Whether `discard` really deallocates (thin provisioning).
     fn thin(&self) -> bool {
         false

@@ -63,6 +63,28 @@ fn copy_in(chunks: &mut BTreeMap<u64, Box<[u8]>>, bufs: &[Bytes], offset: u64) {
     }
 }
 
+/// The allocation map of `[offset, offset + len)` in 64 KiB chunks.
+fn map_of(chunks: &BTreeMap<u64, Box<[u8]>>, offset: u64, len: u64) -> Vec<Extent> {
+    let mut out: Vec<Extent> = Vec::new();
+    let end = offset + len;
+    let mut pos = offset;
+    while pos < end {
+        let c = pos / CHUNK;
+        let n = (CHUNK - pos % CHUNK).min(end - pos);
+        let allocated = chunks.contains_key(&c);
+        match out.last_mut() {
+            Some(last) if last.allocated == allocated => last.len += n,
+            _ => out.push(Extent {
+                offset: pos,
+                len: n,
+                allocated,
+            }),
+        }
+        pos += n;
+    }
+    out
+}
+
 impl BlockDevice for MemDevice {
     fn size(&self) -> u64 {
         self.size
@@ -123,27 +145,18 @@ impl BlockDevice for MemDevice {
         Ok(())
     }
 
+    fn allocation_nowait(&self, offset: u64, len: u64) -> Result<Option<Vec<Extent>>> {
+        check_range(self.size, offset, len)?;
+        let Ok(chunks) = self.chunks.try_read() else {
+            return Ok(None);
+        };
+        Ok(Some(map_of(&chunks, offset, len)))
+    }
+
     fn allocation(&self, offset: u64, len: u64) -> Result<Vec<Extent>> {
         check_range(self.size, offset, len)?;
         let chunks = self.chunks.read().map_err(|_| Self::poisoned())?;
-        let mut out: Vec<Extent> = Vec::new();
-        let end = offset + len;
-        let mut pos = offset;
-        while pos < end {
-            let c = pos / CHUNK;
-            let n = (CHUNK - pos % CHUNK).min(end - pos);
-            let allocated = chunks.contains_key(&c);
-            match out.last_mut() {
-                Some(last) if last.allocated == allocated => last.len += n,
-                _ => out.push(Extent {
-                    offset: pos,
-                    len: n,
-                    allocated,
-                }),
-            }
-            pos += n;
-        }
-        Ok(out)
+        Ok(map_of(&chunks, offset, len))
     }
 
     fn thin(&self) -> bool {

@@ -543,6 +543,10 @@ impl BlockDevice for Volume {
         self.base.allocation(offset, len)
     }
 
+    fn allocation_nowait(&self, offset: u64, len: u64) -> blockdev::Result<Option<Vec<Extent>>> {
+        self.base.allocation_nowait(offset, len)
+    }
+
     fn thin(&self) -> bool {
         self.base.thin()
     }

@@ -342,15 +342,19 @@ impl LogicalUnit {
         }
     }
 
-    /// Execute a READ or WRITE only if it can be done in memory (data in the cache, a write
-    /// into the cache), without waiting for the medium (the caller is an event loop).
+    /// Execute a READ, WRITE or GET LBA STATUS only if it can be done in memory (data in
+    /// the cache, a write into the cache, an allocation map held in memory), without
+    /// waiting for the medium (the caller is an event loop).
     /// `None`: another command, or one that would have to wait; it is to be run with
     /// [`Self::execute`] then (a write refused part way is written again, whole).
     pub fn execute_nowait(&self, req: &Request<'_>) -> Option<Response> {
-        if !matches!(
-            req.cdb.first(),
-            Some(0x08 | 0x28 | 0xa8 | 0x88 | 0x0a | 0x2a | 0xaa | 0x8a)
-        ) {
+        let get_lba_status = req.cdb.len() >= 2 && req.cdb[0] == 0x9e && req.cdb[1] & 0x1f == 0x12;
+        if !get_lba_status
+            && !matches!(
+                req.cdb.first(),
+                Some(0x08 | 0x28 | 0xa8 | 0x88 | 0x0a | 0x2a | 0xaa | 0x8a)
+            )
+        {
             return None;
         }
         let blocked = std::cell::Cell::new(false);

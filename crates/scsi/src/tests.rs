@@ -229,6 +229,21 @@ fn nowait_reads_serve_data_at_hand_and_leave_the_rest() {
         t.lu.execute_nowait(&Request::new(n, &cdb, &bufs, &[0], None, None));
     assert_eq!(r.map(|r| (r.status, r.write_len)), Some((0, 512)));
     assert_eq!(t.run(&read10(0, 1), &[]).data.to_vec(), vec![9u8; 512]);
+    // GET LBA STATUS of a device whose map is in memory.
+    let mut cdb = [0u8; 16];
+    cdb[0] = 0x9e;
+    cdb[1] = 0x12;
+    cdb[13] = 24;
+    let r =
+        t.lu.execute_nowait(&Request::new(n, &cdb, &[], &[0], None, None));
+    let r = r.expect("answered");
+    assert_eq!(r.status, 0);
+    assert_eq!(
+        &r.data[8..16],
+        &[0; 8],
+        "the first descriptor starts at LBA 0"
+    );
+    assert_eq!(r.data[20] & 0x0f, 0, "mapped: block 0 was written");
     // Anything but a read or a write is not run at all (here: it would report a change).
     let cdb = [0x1b, 0, 0, 0, 0x02, 0]; // START STOP UNIT, eject
     assert!(

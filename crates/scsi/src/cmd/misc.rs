@@ -142,10 +142,19 @@ pub(crate) fn get_lba_status(lu: &LogicalUnit, req: &Request<'_>) -> CmdResult<R
     const WINDOW: u64 = 1 << 30;
     while pos < blocks && descs.len() <= max_desc {
         let end = (pos + WINDOW / bs).min(blocks);
-        let map = lu
-            .dev
-            .allocation(pos * bs, (end - pos) * bs)
-            .map_err(|e| lu.io_error(&e, false))?;
+        let (off, len) = (pos * bs, (end - pos) * bs);
+        let map = match req.would_block {
+            None => lu.dev.allocation(off, len),
+            Some(blocked) => match lu.dev.allocation_nowait(off, len) {
+                Ok(Some(map)) => Ok(map),
+                Ok(None) => {
+                    blocked.set(true);
+                    return Ok(Response::good());
+                }
+                Err(e) => Err(e),
+            },
+        }
+        .map_err(|e| lu.io_error(&e, false))?;
         for e in map {
             // Whole blocks: a block partly holding data is mapped.
             let first = e.offset / bs;
