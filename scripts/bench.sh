@@ -202,10 +202,19 @@ IPERF_PID=$!
 PIDS+=("$IPERF_PID")
 LOOPBACK=n/a
 # The server may take a moment to listen on a loaded machine: retry the client.
+# A run that printed no rate (an error in its JSON) is tried again too.
 for _ in $(seq 100); do
     if out=$(iperf3 -c 127.0.0.1 -p "$P3" -t "$PERF_SECS" -J 2>/dev/null); then
-        LOOPBACK=$(awk -F'[:,]' '/"bits_per_second"/ { b = $2 } END { printf "%.0f", b / 8 / 1048576 }' <<< "$out")
-        break
+        rate=$(awk -F'[:,]' '/"bits_per_second"/ { b = $2 } END { printf "%.0f", b / 8 / 1048576 }' <<< "$out")
+        if [[ $rate -gt 0 ]]; then
+            LOOPBACK=$rate
+            break
+        fi
+        kill "$IPERF_PID" 2>/dev/null || true
+        wait "$IPERF_PID" 2>/dev/null || true
+        iperf3 -s -1 -p "$P3" > /dev/null 2>&1 &
+        IPERF_PID=$!
+        PIDS+=("$IPERF_PID")
     fi
     sleep 0.1
 done

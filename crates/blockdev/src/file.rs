@@ -5,7 +5,7 @@ use std::{
     fs::{File, OpenOptions},
     os::{
         fd::AsRawFd,
-        unix::fs::{FileExt, FileTypeExt},
+        unix::fs::{FileExt, FileTypeExt, MetadataExt},
     },
     path::{Path, PathBuf},
     sync::{
@@ -344,7 +344,15 @@ impl BlockDevice for FileDevice {
     fn allocation(&self, offset: u64, len: u64) -> Result<Vec<Extent>> {
         check_range(self.size, offset, len)?;
         let end = offset + len;
-        if self.is_block_device || len == 0 {
+        // On tmpfs, SEEK_HOLE walks the file's pages up to the next hole (a whole 1 GiB file:
+        // milliseconds), and tmpfs counts data pages only: a file whose pages cover its size
+        // has no hole.
+        let full = self.in_memory
+            && self
+                .file
+                .metadata()
+                .is_ok_and(|m| m.blocks().saturating_mul(512) >= self.size);
+        if self.is_block_device || len == 0 || full {
             return Ok(vec![Extent {
                 offset,
                 len,
@@ -494,6 +502,44 @@ mod tests {
         }
         let longest = d.slow.until.load(Ordering::Relaxed) - d.slow.now();
         assert!(longest > 63_000_000 && longest <= 64_000_000, "{longest}");
+    }
+
+    #[test]
+    fn a_full_tmpfs_file_has_no_hole_and_a_sparse_one_has_them() {
+        let shm = Path::new("/dev/shm");
+        if !shm.is_dir() {
+            return;
+        }
+        let dir = tempfile::tempdir_in(shm).unwrap();
+        let d = FileDevice::open(&dir.path().join("a.img"), Some(4 << 20), false).unwrap();
+        d.write_at(&[Bytes::from(vec![1u8; 1 << 20])], 1 << 20, false)
+            .unwrap();
+        let map = d.allocation(0, 4 << 20).unwrap();
+        assert_eq!(
+            map.iter()
+                .map(|e| (e.offset, e.len, e.allocated))
+                .collect::<Vec<_>>(),
+            vec![
+                (0, 1 << 20, false),
+                (1 << 20, 1 << 20, true),
+                (2 << 20, 2 << 20, false)
+            ]
+        );
+        d.write_at(&[Bytes::from(vec![2u8; 4 << 20])], 0, false)
+            .unwrap();
+        let map = d.allocation(4096, (4 << 20) - 8192).unwrap();
+        assert_eq!(
+            map,
+            vec![Extent {
+                offset: 4096,
+                len: (4 << 20) - 8192,
+                allocated: true
+            }]
+        );
+        assert_eq!(
+            d.allocation_nowait(0, 4096).unwrap().map(|m| m.len()),
+            Some(1)
+        );
     }
 
     #[test]
