@@ -58,7 +58,9 @@ impl SlowWrites {
     }
 
     fn refusing(&self) -> bool {
-        self.now() < self.until.load(Ordering::Relaxed)
+        // No clock read while no write has ever been slow.
+        let until = self.until.load(Ordering::Relaxed);
+        until != 0 && self.now() < until
     }
 
     /// Record how long a write took.
@@ -166,36 +168,42 @@ impl FileDevice {
         self.file.as_raw_fd()
     }
 
+    /// One `pwritev2` of up to [`IOV_MAX`] buffers from `bufs`, the first from `start`:
+    /// bytes written, or -1 with the error in `errno`.
+    fn pwritev2(&self, bufs: &[Bytes], start: usize, offset: u64, flags: i32) -> isize {
+        let iov: Vec<libc::iovec> = bufs
+            .iter()
+            .take(IOV_MAX)
+            .enumerate()
+            .map(|(i, b)| {
+                let s = if i == 0 { &b[start..] } else { &b[..] };
+                libc::iovec {
+                    iov_base: s.as_ptr() as *mut libc::c_void,
+                    iov_len: s.len(),
+                }
+            })
+            .collect();
+        // SAFETY: every iovec points into a live `Bytes` borrowed for this call, and the
+        // kernel only reads from them.
+        unsafe {
+            libc::pwritev2(
+                self.fd(),
+                iov.as_ptr(),
+                iov.len() as i32,
+                offset as i64,
+                flags,
+            )
+        }
+    }
+
     fn pwritev_all(&self, bufs: &[Bytes], mut offset: u64, fua: bool) -> Result<()> {
         // Slices still to write: (buffer index, start within it).
         let mut idx = 0;
         let mut start = 0usize;
         let mut use_dsync = fua;
         while idx < bufs.len() {
-            let iov: Vec<libc::iovec> = bufs[idx..]
-                .iter()
-                .take(IOV_MAX)
-                .enumerate()
-                .map(|(i, b)| {
-                    let s = if i == 0 { &b[start..] } else { &b[..] };
-                    libc::iovec {
-                        iov_base: s.as_ptr() as *mut libc::c_void,
-                        iov_len: s.len(),
-                    }
-                })
-                .collect();
             let flags = if use_dsync { libc::RWF_DSYNC } else { 0 };
-            // SAFETY: every iovec points into a live `Bytes` borrowed for this call, and the
-            // kernel only reads from them.
-            let n = unsafe {
-                libc::pwritev2(
-                    self.fd(),
-                    iov.as_ptr(),
-                    iov.len() as i32,
-                    offset as i64,
-                    flags,
-                )
-            };
+            let n = self.pwritev2(&bufs[idx..], start, offset, flags);
             if n < 0 {
                 let err = std::io::Error::last_os_error();
                 match err.raw_os_error() {
@@ -276,24 +284,8 @@ impl BlockDevice for FileDevice {
             return Ok(false);
         }
         if self.write_nowait.load(Ordering::Relaxed) {
-            let iov: Vec<libc::iovec> = bufs
-                .iter()
-                .map(|b| libc::iovec {
-                    iov_base: b.as_ptr() as *mut libc::c_void,
-                    iov_len: b.len(),
-                })
-                .collect();
-            // SAFETY: every iovec points into a live `Bytes` borrowed for this call, and the
-            // kernel only reads from them.
-            let n = unsafe {
-                libc::pwritev2(
-                    self.fd(),
-                    iov.as_ptr(),
-                    iov.len() as i32,
-                    offset as i64,
-                    libc::RWF_NOWAIT,
-                )
-            };
+            // `bufs` fits one call (checked above).
+            let n = self.pwritev2(bufs, 0, offset, libc::RWF_NOWAIT);
             if n >= 0 {
                 // Short: the rest would wait; the caller writes it all again.
                 return Ok(n as u64 == total_len(bufs));

@@ -24,6 +24,23 @@ struct State {
     generation: u64,
 }
 
+impl State {
+    /// Mark extents as just used; whether one of them was not logged yet.
+    fn use_extents(&mut self, range: std::ops::RangeInclusive<u64>) -> bool {
+        let mut new = false;
+        for e in range {
+            self.generation += 1;
+            new |= self.extents.insert(e, self.generation).is_none();
+        }
+        new
+    }
+}
+
+/// The extents covering `[offset, offset + len)`.
+fn extents_of(offset: u64, len: u64) -> std::ops::RangeInclusive<u64> {
+    offset / AL_EXTENT..=(offset + len.max(1) - 1) / AL_EXTENT
+}
+
 /// A volume's activity log.
 #[derive(Debug)]
 pub struct ActivityLog {
@@ -68,21 +85,19 @@ impl ActivityLog {
     /// [`ActivityLog::touch`] only if every extent of the range is active already (no
     /// record to write): `false`, and nothing changed, otherwise.
     pub fn touch_if_active(&self, offset: u64, len: u64) -> bool {
-        let first = offset / AL_EXTENT;
-        let last = (offset + len.max(1) - 1) / AL_EXTENT;
-        let mut st = self
-            .state
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if !(first..=last).all(|e| st.extents.contains_key(&e)) {
+        let range = extents_of(offset, len);
+        let mut st = self.st();
+        if !range.clone().all(|e| st.extents.contains_key(&e)) {
             return false;
         }
-        for e in first..=last {
-            st.generation += 1;
-            let g = st.generation;
-            st.extents.insert(e, g);
-        }
+        st.use_extents(range);
         true
+    }
+
+    fn st(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Make sure the extents of `[offset, offset + len)` are logged. A new extent is written
@@ -94,21 +109,8 @@ impl ActivityLog {
         len: u64,
         before_evict: &dyn Fn() -> std::io::Result<()>,
     ) -> std::io::Result<()> {
-        let first = offset / AL_EXTENT;
-        let last = (offset + len.max(1) - 1) / AL_EXTENT;
-        let mut st = self
-            .state
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let mut changed = false;
-        for e in first..=last {
-            st.generation += 1;
-            let g = st.generation;
-            if st.extents.insert(e, g).is_none() {
-                changed = true;
-            }
-        }
-        if !changed {
+        let mut st = self.st();
+        if !st.use_extents(extents_of(offset, len)) {
             return Ok(());
         }
         if st.extents.len() > self.capacity {
@@ -136,22 +138,12 @@ impl ActivityLog {
 
     /// The logged extents.
     pub fn extents(&self) -> Vec<u64> {
-        self.state
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .extents
-            .keys()
-            .copied()
-            .collect()
+        self.st().extents.keys().copied().collect()
     }
 
     /// Forget every extent (after a clean shutdown with every bitmap persisted).
     pub fn clear(&self) -> std::io::Result<()> {
-        self.state
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .extents
-            .clear();
+        self.st().extents.clear();
         let f = self
             .file
             .lock()
