@@ -14,7 +14,8 @@ mod error;
 mod file;
 mod mem;
 pub mod stripes;
-pub mod testing;
+#[cfg(test)]
+mod testing;
 
 use bytes::Bytes;
 

@@ -6,7 +6,7 @@ use bytes::Bytes;
 use crate::{BlockDevice, BlockErrorKind};
 
 /// The battery.
-pub struct Suite;
+pub(crate) struct Suite;
 
 fn pattern(len: usize, seed: u8) -> Vec<u8> {
     (0..len)
@@ -16,7 +16,7 @@ fn pattern(len: usize, seed: u8) -> Vec<u8> {
 
 impl Suite {
     /// Run every test against devices made by `make(size)`.
-    pub fn run(make: impl Fn(u64) -> Box<dyn BlockDevice>) {
+    pub(crate) fn run(make: impl Fn(u64) -> Box<dyn BlockDevice>) {
         Self::new_device_reads_zeroes(&*make(1 << 20));
         Self::write_then_read(&*make(1 << 20));
         Self::vectored_write_is_concatenated(&*make(1 << 20));
