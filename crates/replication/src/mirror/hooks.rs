@@ -1,0 +1,254 @@
+//! A mirror's part in its source's write path: the hooks (prepare, start, finish) of the
+//! source and the guard of the target, the threads that apply synchronous target writes,
+//! and the thread that ships an asynchronous journal.
+
+use std::{sync::Arc, time::Duration};
+
+use blockdev::{BlockError, BlockErrorKind};
+use crossbeam_channel::{Receiver, bounded};
+
+use super::{JournalGroup, Mirror, TargetGuard, TargetJob, TargetWrite, failed_state};
+use crate::{
+    journal::EntryKind,
+    types::{CopyState, Mode},
+    volume::{Pending, Volume, Write, WriteHook, WriteKind, read_only},
+};
+
+/// Applies synchronous writes to the target, concurrently with the source write.
+pub(super) fn target_writer(mirror: std::sync::Weak<Mirror>, rx: Receiver<TargetJob>) {
+    while let Ok((w, reply)) = rx.recv() {
+        let Some(m) = mirror.upgrade() else { return };
+        let target = m.target();
+        let dev = target.base();
+        let r = match &w.kind {
+            EntryKind::Data(b) => dev.write_at(b, w.offset, w.fua),
+            EntryKind::Discard => dev.discard(w.offset, w.len),
+            EntryKind::Zeroes => dev.write_zeroes(w.offset, w.len, w.fua),
+        };
+        let _ = reply.send(r);
+    }
+}
+
+/// Applies a journal's entries in order, each to its mirror's target.
+pub(super) fn ship(g: Arc<JournalGroup>) {
+    let journal = g.journal.clone();
+    loop {
+        let Some(e) = journal.next(Duration::from_millis(200)) else {
+            if journal.closed() {
+                return;
+            }
+            continue;
+        };
+        let Some(m) = g.member(e.mirror) else {
+            // The pair left the journal: its entries were taken; drop a straggler.
+            journal.applied();
+            continue;
+        };
+        match m.apply_entry(&e) {
+            Ok(()) => journal.applied(),
+            Err(err) => {
+                tracing::warn!(mirror = m.id, error = %err, "asynchronous target failed: tracking changes");
+                journal.retry_later();
+                g.members
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .remove(&m.id);
+                *m.journal
+                    .write()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+                let entries = journal.take(m.id);
+                let mut st = m.st();
+                st.state = failed_state(&err);
+                st.journaling = false;
+                for x in entries {
+                    for c in crate::bitmap::chunks(x.offset, x.len) {
+                        st.out_of_sync.set(c);
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl WriteHook for Mirror {
+    fn prepare(&self, vol: &Volume, w: &Write<'_>) -> blockdev::Result<()> {
+        if self.state() == CopyState::Failedover {
+            // Split-brain safety: the old primary is fenced while the target is primary.
+            return Err(read_only("source is fenced: the mirror has failed over"));
+        }
+        let al = self
+            .al
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        if let Some(al) = al {
+            al.touch(w.offset, w.len, &|| self.save_bitmaps())
+                .map_err(|e| BlockError::io(e, format!("activity log of {}", vol.name)))?;
+        }
+        Ok(())
+    }
+
+    fn prepare_nowait(&self, _vol: &Volume, w: &Write<'_>) -> bool {
+        if self.state() == CopyState::Failedover {
+            return false;
+        }
+        let al = self
+            .al
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        al.is_none_or(|al| al.touch_if_active(w.offset, w.len))
+    }
+
+    fn start_nowait(&self, _vol: &Volume, w: &Write<'_>) -> Option<bool> {
+        if !self.st().forwards() {
+            return None;
+        }
+        match w.kind {
+            WriteKind::Data(b) => Some(matches!(
+                self.target().base().write_at_nowait(b, w.offset, w.fua),
+                Ok(true)
+            )),
+            _ => Some(false),
+        }
+    }
+
+    fn start(&self, _vol: &Volume, w: &Write<'_>) -> Option<Pending> {
+        if !self.st().forwards() {
+            return None;
+        }
+        // A target write that is a copy into memory (a local image's page cache) costs less
+        // than the hand-off to a writer thread: done here, before the source write.
+        if let WriteKind::Data(b) = w.kind {
+            match self.target().base().write_at_nowait(b, w.offset, w.fua) {
+                Ok(true) => return Some(Pending::new(|| Ok(()))),
+                Ok(false) => {}
+                Err(e) => return Some(Pending::new(move || Err(e))),
+            }
+        }
+        let kind = match w.kind {
+            WriteKind::Data(b) => EntryKind::Data(b.to_vec()),
+            WriteKind::Discard => EntryKind::Discard,
+            WriteKind::Zeroes => EntryKind::Zeroes,
+        };
+        let job = TargetWrite {
+            kind,
+            offset: w.offset,
+            len: w.len,
+            fua: w.fua,
+        };
+        let (tx, rx) = bounded(1);
+        if self.writer.send((job, tx)).is_err() {
+            return Some(Pending::new(|| {
+                Err(BlockError::new(BlockErrorKind::Io, "mirror writer gone"))
+            }));
+        }
+        Some(Pending::new(move || {
+            rx.recv()
+                .unwrap_or_else(|_| Err(BlockError::new(BlockErrorKind::Io, "mirror writer gone")))
+        }))
+    }
+
+    fn finish(
+        &self,
+        vol: &Volume,
+        w: &Write<'_>,
+        source_ok: bool,
+        copy: Option<blockdev::Result<()>>,
+    ) {
+        let (state, mode, journaling, forwards) = {
+            let st = self.st();
+            (st.state, st.mode, st.journaling, st.forwards())
+        };
+        if !source_ok {
+            // The target may or may not have it: resync the chunks to be sure.
+            self.mark(w);
+            return;
+        }
+        match (state, mode) {
+            _ if forwards => {
+                if let Some(Err(e)) = copy {
+                    tracing::warn!(source = %vol.name, error = %e, "mirror target failed: tracking changes");
+                    self.mark(w);
+                    self.st().state = failed_state(&e);
+                }
+            }
+            (CopyState::Synchronized, Mode::Asynchronous) if journaling => {
+                let j = self.current_journal();
+                let kind = match w.kind {
+                    WriteKind::Data(b) => EntryKind::Data(b.to_vec()),
+                    WriteKind::Discard => EntryKind::Discard,
+                    WriteKind::Zeroes => EntryKind::Zeroes,
+                };
+                let pushed = j.as_ref().map(|j| j.push(self.id, w.offset, w.len, kind));
+                if !matches!(pushed, Some(Ok(_))) {
+                    // Journal full: fall back to tracking; the service resynchronizes.
+                    tracing::info!(source = %vol.name, "asynchronous journal full: tracking changes");
+                    self.stop_journal();
+                    self.mark(w);
+                    self.st().state = CopyState::Unsynchronized;
+                }
+            }
+            _ => self.mark(w),
+        }
+    }
+
+    fn flush(&self) -> blockdev::Result<()> {
+        let follows = self.st().forwards();
+        if follows {
+            // SYNCHRONIZE CACHE reaches the target at the same durability.
+            if let Err(e) = self.target().base().flush() {
+                self.st().state = failed_state(&e);
+                tracing::warn!(error = %e, "mirror target flush failed: pair broken");
+            }
+        }
+        Ok(())
+    }
+}
+
+impl WriteHook for TargetGuard {
+    fn prepare(&self, vol: &Volume, w: &Write<'_>) -> blockdev::Result<()> {
+        match self.0.state() {
+            CopyState::Fractured
+            | CopyState::Split
+            | CopyState::Failedover
+            | CopyState::Broken
+            | CopyState::Aborted
+            | CopyState::Inactive
+            | CopyState::Suspended
+            | CopyState::Prepared => {
+                // The write is in the target's activity log before it is issued, so a
+                // crash cannot lose its tracking.
+                let al = self
+                    .0
+                    .target_al
+                    .read()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .clone();
+                if let Some(al) = al {
+                    al.touch(w.offset, w.len, &|| self.0.save_bitmaps())
+                        .map_err(|e| BlockError::io(e, format!("activity log of {}", vol.name)))?;
+                }
+                Ok(())
+            }
+            _ => Err(read_only(
+                "mirror target is read-only while it follows its source",
+            )),
+        }
+    }
+
+    fn finish(
+        &self,
+        _vol: &Volume,
+        w: &Write<'_>,
+        source_ok: bool,
+        _copy: Option<blockdev::Result<()>>,
+    ) {
+        if source_ok {
+            let mut st = self.0.st();
+            for c in w.chunks() {
+                st.target_dirty.set(c);
+            }
+        }
+    }
+}
