@@ -21,7 +21,7 @@ use bytes::Bytes;
 
 pub use self::{
     error::{BlockError, BlockErrorKind},
-    file::FileDevice,
+    file::{DIRECT_ALIGN, FileDevice},
     mem::MemDevice,
 };
 
@@ -67,6 +67,13 @@ pub trait BlockDevice: Send + Sync + std::fmt::Debug {
     fn write_at_nowait(&self, bufs: &[Bytes], offset: u64, fua: bool) -> Result<bool> {
         let _ = (bufs, offset, fua);
         Ok(false)
+    }
+
+    /// Write `buf` at `offset`, data that is rarely read back (a snapshot's saved chunks):
+    /// past the page cache where the device can, otherwise as [`BlockDevice::write_at`].
+    /// Durable only after [`BlockDevice::flush`].
+    fn write_uncached_at(&self, buf: &[u8], offset: u64) -> Result<()> {
+        self.write_at(&[Bytes::copy_from_slice(buf)], offset, false)
     }
 
     /// Make every completed write durable.
