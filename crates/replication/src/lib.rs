@@ -27,11 +27,14 @@ pub mod table;
 pub mod testing;
 pub mod types;
 pub mod volume;
+pub mod writeback;
 
 #[cfg(test)]
 mod mirror_tests;
 #[cfg(test)]
 mod snapshot_tests;
+#[cfg(test)]
+mod writeback_tests;
 
 pub use self::{
     types::{CopyState, Mode, Operation, ProgressStatus, ReturnCode, SyncType},

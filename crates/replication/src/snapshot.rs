@@ -7,14 +7,17 @@
 
 use std::sync::{Arc, Mutex, RwLock, Weak};
 
-use blockdev::{BlockDevice, BlockError, BlockErrorKind, Extent};
-use bytes::{Bytes, BytesMut};
+use blockdev::{BlockDevice, BlockError, BlockErrorKind, DIRECT_ALIGN, Extent};
+use bytes::Bytes;
 
 use crate::{
     bitmap::{Bitmap, CHUNK, ChunkLog},
     pool::Pool,
-    volume::{RestoreSource, Volume, Write, WriteHook, read_only},
+    volume::{Defer, RestoreSource, Volume, Write, WriteHook, read_only},
 };
+
+/// Chunks copied with one store write at most (consecutive chunks of a batch).
+const RUN: usize = 32;
 
 /// Why a snapshot stopped preserving.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -119,10 +122,6 @@ impl Snapshot {
         self.st().broken = Some(why);
     }
 
-    fn chunk_len(&self, c: u64) -> usize {
-        CHUNK.min(self.size - c * CHUNK) as usize
-    }
-
     /// Save chunk `c` of the origin. The caller holds the origin's chunk lock exclusively.
     fn preserve(&self, origin: &Volume, c: u64) -> Result<(), Broken> {
         if self.is_preserved(c) {
@@ -131,40 +130,117 @@ impl Snapshot {
         if !self.pool.reserve(CHUNK) {
             return Err(Broken::NoSpace);
         }
-        let io = |e: BlockError| Broken::Io(e.to_string());
-        let mut buf = BytesMut::zeroed(self.chunk_len(c));
-        let saved = origin
-            .base()
-            .read_at(&mut buf, c * CHUNK)
-            .map_err(io)
-            .and_then(|()| {
-                self.store
-                    .write_at(&[buf.freeze()], c * CHUNK, false)
-                    .map_err(io)
-            })
-            .and_then(|()| {
-                let g = self
-                    .log
-                    .append(&[c])
-                    .map_err(|e| Broken::Io(e.to_string()))?;
-                // The saved data, then its record, are durable before the origin changes.
-                self.log
-                    .sync(g, &|| self.store.flush().map_err(std::io::Error::other))
-                    .map_err(|e| Broken::Io(e.to_string()))
-            });
-        match saved {
-            Ok(()) => {
-                self.preserved
-                    .write()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .set(c);
-                Ok(())
+        let mut buf = Vec::new();
+        let saved = self
+            .copy_run(origin, c, 1, &mut buf)
+            .and_then(|()| self.commit(&[c]));
+        self.settle(&[c], saved)
+    }
+
+    /// Save every chunk of `cs` not saved yet, with one commit for all of them (a batch of
+    /// held writes). Each chunk is locked while it is copied; until the commit no write
+    /// reaches them (held writes wait for the batch, other writes preserve for themselves).
+    /// Consecutive chunks are copied with one store write (`cs` is sorted).
+    fn preserve_many(&self, origin: &Volume, cs: &[u64]) -> Result<(), Broken> {
+        let mut copied = Vec::with_capacity(cs.len());
+        let mut saved = Ok(());
+        let mut buf = Vec::new();
+        let mut i = 0;
+        while i < cs.len() && saved.is_ok() {
+            let first = cs[i];
+            let mut n = 1;
+            while i + n < cs.len() && n < RUN && cs[i + n] == first + n as u64 {
+                n += 1;
             }
-            Err(e) => {
-                self.pool.release(CHUNK);
-                Err(e)
+            i += n;
+            let last = first + n as u64 - 1;
+            let _l = origin.lock_chunks(first, last);
+            // The chunks of the run that nobody saved meanwhile, as runs again.
+            let mut c = first;
+            while c <= last && saved.is_ok() {
+                if self.is_preserved(c) {
+                    c += 1;
+                    continue;
+                }
+                let start = c;
+                while c <= last && !self.is_preserved(c) {
+                    c += 1;
+                }
+                saved = self.reserve(start, c - start, &mut copied);
+                if saved.is_ok() {
+                    saved = self.copy_run(origin, start, c - start, &mut buf);
+                }
             }
         }
+        if copied.is_empty() {
+            return saved;
+        }
+        let saved = saved.and_then(|()| self.commit(&copied));
+        self.settle(&copied, saved)
+    }
+
+    /// Charge `n` chunks from `first` to the pool, noting each one charged in `copied`.
+    fn reserve(&self, first: u64, n: u64, copied: &mut Vec<u64>) -> Result<(), Broken> {
+        for c in first..first + n {
+            if !self.pool.reserve(CHUNK) {
+                return Err(Broken::NoSpace);
+            }
+            copied.push(c);
+        }
+        Ok(())
+    }
+
+    /// Copy `n` chunks of the origin from chunk `first` into the store (not yet durable),
+    /// through `buf`. The store is written past the page cache: saved chunks are rarely
+    /// read, and filling new cache pages costs more than the disk write.
+    fn copy_run(
+        &self,
+        origin: &Volume,
+        first: u64,
+        n: u64,
+        buf: &mut Vec<u8>,
+    ) -> Result<(), Broken> {
+        let io = |e: BlockError| Broken::Io(e.to_string());
+        let off = first * CHUNK;
+        let len = (n * CHUNK).min(self.size - off) as usize;
+        if buf.len() < len + DIRECT_ALIGN {
+            buf.resize(len + DIRECT_ALIGN, 0);
+        }
+        let at = buf.as_ptr().align_offset(DIRECT_ALIGN);
+        let data = &mut buf[at..at + len];
+        origin.base().read_at(data, off).map_err(io)?;
+        self.store.write_uncached_at(data, off).map_err(io)
+    }
+
+    /// Make copied chunks durable: the saved data, then their records, before the origin
+    /// changes. Concurrent commits share the syncs.
+    fn commit(&self, cs: &[u64]) -> Result<(), Broken> {
+        let io = |e: std::io::Error| Broken::Io(e.to_string());
+        let g = self.log.append(cs).map_err(io)?;
+        self.log
+            .sync(g, &|| self.store.flush().map_err(std::io::Error::other))
+            .map_err(io)
+    }
+
+    /// Mark committed chunks saved, or give their space back. A chunk saved twice (by two
+    /// writers at once) is charged once.
+    fn settle(&self, cs: &[u64], saved: Result<(), Broken>) -> Result<(), Broken> {
+        if saved.is_err() {
+            self.pool.release(CHUNK * cs.len() as u64);
+            return saved;
+        }
+        let mut p = self
+            .preserved
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for &c in cs {
+            if p.get(c) {
+                self.pool.release(CHUNK);
+            } else {
+                p.set(c);
+            }
+        }
+        Ok(())
     }
 
     /// Take a new point in time: forget every saved chunk (the origin must be quiescent).
@@ -258,6 +334,36 @@ impl WriteHook for Snapshot {
 
     fn start_nowait(&self, _vol: &Volume, _w: &Write<'_>) -> Option<bool> {
         None
+    }
+
+    fn defer(&self, _vol: &Volume, w: &Write<'_>) -> Defer {
+        // A first write to a chunk is held, so that its copy-on-write commit is shared with
+        // every other first write held meanwhile.
+        if self.prepare_nowait(_vol, w) {
+            Defer::Allow
+        } else {
+            Defer::Want
+        }
+    }
+
+    fn prepare_batch(&self, vol: &Volume, writes: &[Write<'_>]) {
+        {
+            let st = self.st();
+            if st.broken.is_some() || st.inactive {
+                return;
+            }
+        }
+        let mut cs: Vec<u64> = writes
+            .iter()
+            .flat_map(Write::chunks)
+            .filter(|&c| !self.is_preserved(c))
+            .collect();
+        cs.sort_unstable();
+        cs.dedup();
+        if let Err(e) = self.preserve_many(vol, &cs) {
+            tracing::warn!(origin = %vol.name, error = ?e, "snapshot broken");
+            self.st().broken = Some(e);
+        }
     }
 
     fn flush(&self) -> blockdev::Result<()> {

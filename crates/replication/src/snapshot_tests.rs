@@ -50,12 +50,14 @@ fn snapshot_keeps_the_point_in_time() {
     fill(&v, 5 * CHUNK, CHUNK as usize, b'c');
     let view = s.view();
     assert!(read(&*view, 0, SIZE as usize).iter().all(|&x| x == b'a'));
+    v.flush().unwrap();
     assert_eq!(
         s.preserved_chunks(),
         2,
         "only the first write to each chunk copies"
     );
     fill(&v, 2 * CHUNK, 10, b'd');
+    v.flush().unwrap();
     assert_eq!(s.preserved_chunks(), 2);
     assert_eq!(read(&*v, 2 * CHUNK, 1)[0], b'd');
     // A second snapshot sees the new data.
@@ -81,7 +83,10 @@ fn snapshot_survives_reopen() {
     v.add_hook(s.clone());
     fill(&v, 3 * CHUNK, 5, 2);
     let h: Arc<dyn WriteHook> = s.clone();
-    v.remove_hook(&h);
+    {
+        let _q = v.quiesce();
+        v.remove_hook(&h);
+    }
     drop(s);
     // Reopened from its log (as after a restart, with a fresh pool): chunk 3 is still
     // served from the store, and charged to the pool again.
@@ -100,8 +105,10 @@ fn full_pool_breaks_the_snapshot_not_the_origin() {
     let s = snapshot(&v, dir.path(), "s", &pool);
     fill(&v, 0, 10, 1);
     fill(&v, CHUNK, 10, 1);
+    v.flush().unwrap();
     assert!(s.broken().is_none());
     fill(&v, 2 * CHUNK, 10, 1);
+    v.flush().unwrap();
     assert_eq!(s.broken(), Some(Broken::NoSpace));
     fill(&v, 3 * CHUNK, 10, 7);
     assert_eq!(read(&*v, 3 * CHUNK, 1)[0], 7, "origin writes go on");
@@ -121,8 +128,14 @@ fn restore_from_snapshot_while_writing() {
     for c in [1, 4, 9] {
         fill(&v, c * CHUNK, 100, b'z');
     }
-    let src = s.restore_source();
-    v.set_restore(Some(src.clone()));
+    // As the service installs a restore: the chunks to bring back are taken from a
+    // quiescent origin.
+    let src = {
+        let _q = v.quiesce();
+        let src = s.restore_source();
+        v.set_restore(Some(src.clone()));
+        src
+    };
     // Reads of pending chunks already show the snapshot.
     assert_eq!(read(&*v, 4 * CHUNK, 1)[0], b'a');
     // A write during the restore lands on restored data.
@@ -212,17 +225,25 @@ fn writes_that_must_not_wait_leave_volumes_with_relationships_to_the_hooks() {
     let b = [Bytes::from(vec![b'x'; 4096])];
     assert!(v.write_at_nowait(&b, CHUNK, false).unwrap());
     assert_eq!(read(&*v, CHUNK, 4096), vec![b'x'; 4096]);
-    // A snapshot must see the write (copy-on-write first): refused, nothing written.
+    // A snapshot must save the chunk first, durably: a FUA write cannot be done without
+    // waiting, so it is refused with nothing written.
     let s = snapshot(&v, dir.path(), "s1", &pool);
     let b = [Bytes::from(vec![b'y'; 4096])];
-    assert!(!v.write_at_nowait(&b, 3 * CHUNK, false).unwrap());
+    assert!(!v.write_at_nowait(&b, 3 * CHUNK, true).unwrap());
     assert_eq!(read(&*v, 3 * CHUNK, 4096), vec![b'a'; 4096]);
     assert_eq!(s.preserved_chunks(), 0);
-    // Once the chunk is preserved, an overwrite needs nothing but memory.
-    fill(&v, 3 * CHUNK, 100, b'z');
+    // Without FUA it is held in the volume's write cache: reads see it at once, the
+    // snapshot still reads the cut, and a flush applies it once the chunk is saved.
+    let z = [Bytes::from(vec![b'z'; 100])];
+    assert!(v.write_at_nowait(&z, 3 * CHUNK, false).unwrap());
+    assert_eq!(read(&*v, 3 * CHUNK, 1), vec![b'z']);
+    assert_eq!(read(&*s.view(), 3 * CHUNK, 4096), vec![b'a'; 4096]);
+    v.flush().unwrap();
     assert_eq!(s.preserved_chunks(), 1);
+    assert_eq!(read(&**v.base(), 3 * CHUNK, 1), vec![b'z']);
+    // Once the chunk is preserved, an overwrite needs nothing but memory.
     assert!(v.write_at_nowait(&b, 3 * CHUNK, false).unwrap());
-    assert_eq!(read(&*v, 3 * CHUNK, 4096), vec![b'y'; 4096]);
+    assert_eq!(read(&**v.base(), 3 * CHUNK, 4096), vec![b'y'; 4096]);
     assert_eq!(read(&*s.view(), 3 * CHUNK, 4096), vec![b'a'; 4096]);
     // While a point in time is being cut, writes wait for it: refused too.
     drop(s);

@@ -13,7 +13,7 @@
 
 use std::{
     ops::RangeInclusive,
-    sync::{Arc, RwLock},
+    sync::{Arc, RwLock, Weak},
 };
 
 use blockdev::{BlockDevice, BlockError, BlockErrorKind, Extent};
@@ -22,6 +22,7 @@ use bytes::{Bytes, BytesMut};
 use crate::{
     bitmap::{CHUNK, chunks},
     locks::{ChunkLocks, ExclusiveChunks},
+    writeback::{Hold, WriteBack},
 };
 
 /// What a write does.
@@ -129,6 +130,29 @@ pub trait WriteHook: Send + Sync + std::fmt::Debug {
     fn flush(&self) -> blockdev::Result<()> {
         Ok(())
     }
+
+    /// Whether a host write may be held in the volume's write-back cache
+    /// ([`crate::writeback`]) and applied later. The default refuses: a hook that may
+    /// refuse a write, or that must see it at once, never lets it be held.
+    fn defer(&self, _vol: &Volume, _w: &Write<'_>) -> Defer {
+        Defer::Refuse
+    }
+
+    /// Before a batch of held writes is applied (each then goes through
+    /// [`WriteHook::prepare`] as usual): the part of their preparation that a batch can
+    /// share, such as one durable commit for every chunk they copy.
+    fn prepare_batch(&self, _vol: &Volume, _writes: &[Write<'_>]) {}
+}
+
+/// A hook's answer to [`WriteHook::defer`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Defer {
+    /// The write must be applied now.
+    Refuse,
+    /// The write may be held.
+    Allow,
+    /// Holding the write saves a wait (its preparation commits something durably).
+    Want,
 }
 
 /// Reads of chunks that are being restored come from elsewhere until restored.
@@ -234,6 +258,10 @@ pub struct Volume {
     restore: RwLock<Option<Arc<dyn RestoreSource>>>,
     /// Microseconds since `EPOCH` of the last host write (0: none yet).
     last_write: std::sync::atomic::AtomicU64,
+    /// Host writes acknowledged but not yet applied ([`crate::writeback`]).
+    held: WriteBack,
+    /// This volume, for the thread that applies held writes.
+    me: Weak<Self>,
 }
 
 /// Reference point for write timestamps.
@@ -249,7 +277,7 @@ fn micros_now() -> u64 {
 impl Volume {
     /// A volume over its storage.
     pub fn new(name: &str, base: Arc<dyn BlockDevice>) -> Arc<Self> {
-        Arc::new(Self {
+        Arc::new_cyclic(|me| Self {
             name: name.to_owned(),
             base,
             gate: RwLock::new(()),
@@ -258,6 +286,8 @@ impl Volume {
             hooks: RwLock::new(Vec::new()),
             restore: RwLock::new(None),
             last_write: std::sync::atomic::AtomicU64::new(0),
+            held: WriteBack::default(),
+            me: me.clone(),
         })
     }
 
@@ -288,12 +318,20 @@ impl Volume {
             .retain(|x| !Arc::ptr_eq(x, h));
     }
 
-    /// Hold every write back and wait for in-flight writes: the volume is quiescent while
-    /// the guard lives.
+    /// Hold every write back and wait for in-flight writes, held ones included: the volume
+    /// is quiescent while the guard lives.
     pub fn quiesce(&self) -> std::sync::RwLockWriteGuard<'_, ()> {
-        self.gate
+        let g = self
+            .gate
             .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        self.held.drain();
+        g
+    }
+
+    /// Wait until every held write is applied to the volume and its relationships.
+    pub fn drain_held(&self) {
+        self.held.drain();
     }
 
     /// Lock chunks exclusively (copies made by the replication layer).
@@ -391,27 +429,105 @@ impl Volume {
             .gate
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if self.try_hold(&w, &self.hooks()) {
+            return Ok(());
+        }
+        // A write that is not held goes after the held writes it overlaps.
+        self.held.wait_clear(w.offset, w.len);
+        self.apply(&w)
+    }
+
+    /// A write past the gate: a restore in progress brings its chunks back first.
+    fn apply(&self, w: &Write<'_>) -> blockdev::Result<()> {
         if let Some(src) = self.restore_source() {
             for c in w.chunks() {
                 self.restore_chunk(&*src, c)?;
                 src.settle(c)?;
             }
         }
-        self.write_op(&w)
+        self.write_op(w)
+    }
+
+    /// Hold a host write in the write-back cache when a hook wants it held (or it overlaps
+    /// a held write) and none refuses. Returns whether it was held (and so is done).
+    fn try_hold(&self, w: &Write<'_>, hooks: &[Arc<dyn WriteHook>]) -> bool {
+        let WriteKind::Data(bufs) = w.kind else {
+            return false;
+        };
+        if w.fua || w.locked || (hooks.is_empty() && self.held.is_empty()) {
+            return false;
+        }
+        let mut want = self.held.overlaps(w.offset, w.len);
+        for h in hooks {
+            match h.defer(self, w) {
+                Defer::Refuse => return false,
+                Defer::Want => want = true,
+                Defer::Allow => {}
+            }
+        }
+        if !want || self.restore_source().is_some() {
+            return false;
+        }
+        match self.held.hold(bufs, w.offset) {
+            Hold::Full => false,
+            Hold::Held => true,
+            Hold::StartWorker => {
+                self.start_worker();
+                true
+            }
+        }
+    }
+
+    fn start_worker(&self) {
+        let Some(vol) = self.me.upgrade() else {
+            // Only while the volume is being dropped, when nobody can write to it.
+            self.held.worker_gone();
+            return;
+        };
+        let spawned = std::thread::Builder::new()
+            .name("held-writes".into())
+            .spawn(move || vol.apply_held());
+        if let Err(e) = spawned {
+            tracing::warn!(volume = %self.name, error = %e, "no thread for held writes; applying them here");
+            self.apply_held();
+        }
+    }
+
+    /// The worker: apply held writes in order, a batch at a time, each batch prepared
+    /// together first (one copy-on-write commit for all of its chunks).
+    fn apply_held(&self) {
+        loop {
+            let batch = self.held.batch();
+            if batch.is_empty() {
+                return;
+            }
+            let writes: Vec<Write<'_>> = batch
+                .iter()
+                .map(|h| Write {
+                    kind: WriteKind::Data(std::slice::from_ref(&h.data)),
+                    offset: h.offset,
+                    len: h.data.len() as u64,
+                    fua: false,
+                    locked: false,
+                })
+                .collect();
+            for h in self.hooks() {
+                h.prepare_batch(self, &writes);
+            }
+            for w in &writes {
+                self.held.applied(self.apply(w));
+            }
+        }
     }
 
     /// Lock chunks shared (reads that must not interleave with a copy-on-write).
     pub fn lock_chunks_shared(&self, first: u64, last: u64) -> crate::locks::SharedChunks<'_> {
         self.locks.shared(first, last)
     }
-}
 
-impl BlockDevice for Volume {
-    fn size(&self) -> u64 {
-        self.base.size()
-    }
-
-    fn read_at(&self, buf: &mut [u8], offset: u64) -> blockdev::Result<()> {
+    /// Read what has been applied (the origin, or the restore source for chunks still
+    /// being restored), without the held writes.
+    fn read_applied(&self, buf: &mut [u8], offset: u64) -> blockdev::Result<()> {
         let Some(src) = self.restore_source() else {
             return self.base.read_at(buf, offset);
         };
@@ -435,13 +551,37 @@ impl BlockDevice for Volume {
         }
         Ok(())
     }
+}
+
+impl BlockDevice for Volume {
+    fn size(&self) -> u64 {
+        self.base.size()
+    }
+
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> blockdev::Result<()> {
+        blockdev::check_range(self.base.size(), offset, buf.len() as u64)?;
+        let held = self.held.overlapping(offset, buf.len() as u64);
+        self.read_applied(buf, offset)?;
+        for h in &held {
+            h.overlay(buf, offset);
+        }
+        Ok(())
+    }
 
     fn read_at_nowait(&self, buf: &mut [u8], offset: u64) -> blockdev::Result<bool> {
         // While a restore fetches chunks from elsewhere, reads take the slow path.
         if self.restore_source().is_some() {
             return Ok(false);
         }
-        self.base.read_at_nowait(buf, offset)
+        blockdev::check_range(self.base.size(), offset, buf.len() as u64)?;
+        let held = self.held.overlapping(offset, buf.len() as u64);
+        if !self.base.read_at_nowait(buf, offset)? {
+            return Ok(false);
+        }
+        for h in &held {
+            h.overlay(buf, offset);
+        }
+        Ok(true)
     }
 
     fn write_at_nowait(&self, bufs: &[Bytes], offset: u64, fua: bool) -> blockdev::Result<bool> {
@@ -464,6 +604,15 @@ impl BlockDevice for Volume {
             locked: false,
         };
         let hooks = self.hooks();
+        if self.try_hold(&w, &hooks) {
+            self.last_write
+                .store(micros_now().max(1), std::sync::atomic::Ordering::Relaxed);
+            return Ok(true);
+        }
+        if self.held.overlaps(offset, len) {
+            // It must wait for the held writes it overlaps.
+            return Ok(false);
+        }
         let _order = if hooks.is_empty() {
             None
         } else {
@@ -512,6 +661,11 @@ impl BlockDevice for Volume {
     }
 
     fn flush(&self) -> blockdev::Result<()> {
+        // Held writes are in the cache this flush empties; one that failed fails the flush.
+        self.held.drain();
+        if let Some(e) = self.held.take_failure() {
+            return Err(e);
+        }
         self.base.flush()?;
         for h in self.hooks() {
             h.flush()?;
@@ -540,10 +694,20 @@ impl BlockDevice for Volume {
     }
 
     fn allocation(&self, offset: u64, len: u64) -> blockdev::Result<Vec<Extent>> {
+        // A held write to a hole must not be reported as a hole (an initiator would skip
+        // reading it): the map is taken once the writes it covers are applied.
+        self.held
+            .wait_clear(offset, len.min(self.base.size().saturating_sub(offset)));
         self.base.allocation(offset, len)
     }
 
     fn allocation_nowait(&self, offset: u64, len: u64) -> blockdev::Result<Option<Vec<Extent>>> {
+        if self
+            .held
+            .overlaps(offset, len.min(self.base.size().saturating_sub(offset)))
+        {
+            return Ok(None);
+        }
         self.base.allocation_nowait(offset, len)
     }
 

@@ -77,6 +77,9 @@ fn snapshot_keeps_the_point_in_time_and_returns_its_space() {
     rig.write("a", 0, 3 * CHUNK as usize, 2);
     assert_same(&rig.read_all("snap_1"), &before, "images");
     assert_eq!(diff_chunks(&rig.read_all("a"), &before), vec![0, 1, 2]);
+    // The writes were held (the volume's write cache) until their chunks were saved; a
+    // flush applies them.
+    rig.dev("a").flush().unwrap();
     let pool = rig.svc.pools()[0].clone();
     assert_eq!(pool.used(), 3 * CHUNK);
     let cow = pool.path("snap_1.cow");

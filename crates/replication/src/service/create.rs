@@ -762,6 +762,8 @@ impl ReplicationService {
         };
         if let Some(snap) = snap {
             if let Some(src) = &source {
+                // Held writes that would copy into the snapshot are applied first.
+                let _q = src.quiesce();
                 let h: Arc<dyn crate::volume::WriteHook> = snap.clone();
                 src.remove_hook(&h);
             }

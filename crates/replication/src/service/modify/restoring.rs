@@ -26,6 +26,10 @@ impl ReplicationService {
         let source = self
             .volume(&s.source)
             .ok_or_else(|| MethodError::failed("source volume not open"))?;
+        // For a snapshot or a clone, the chunks to bring back are taken with the source
+        // quiescent (held writes applied, so that every chunk they changed is known), and it
+        // stays so until the restore is installed.
+        let mut quiet = None;
         let inner: Arc<dyn RestoreSource> = match s.sync_type {
             SyncType::Mirror => {
                 let mirror = self.mirror(m)?;
@@ -46,6 +50,7 @@ impl ReplicationService {
                     .get(&m)
                     .cloned()
                     .ok_or_else(|| MethodError::failed("snapshot not open"))?;
+                quiet = Some(source.quiesce());
                 snap.restore_source()
             }
             SyncType::Clone => {
@@ -55,6 +60,7 @@ impl ReplicationService {
                     .get(&m)
                     .cloned()
                     .ok_or_else(|| MethodError::failed("clone not open"))?;
+                quiet = Some(source.quiesce());
                 if resumed {
                     // What changed since the point in time is not known after a restart.
                     c.mark_origin_dirty(&crate::bitmap::Bitmap::full(source.chunk_count()));
@@ -70,7 +76,7 @@ impl ReplicationService {
         )
         .map_err(|e| MethodError::failed(format!("restore log: {e}")))?;
         {
-            let _q = source.quiesce();
+            let _q = quiet.take().unwrap_or_else(|| source.quiesce());
             source.set_restore(Some(src.clone()));
         }
         self.rt().restore_sources.insert(m, src);
