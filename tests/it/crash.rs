@@ -2,7 +2,8 @@
 //! asynchronous mirror and a snapshot active, at 20 kill points. After each restart every
 //! write acknowledged with FUA is on the source and on the synchronous mirror's target, the
 //! asynchronous target is a prefix of the source's writes, the snapshot is unchanged, and
-//! every relationship is back.
+//! every relationship is back. A second test does the same for writes held in memory on a
+//! volume with only a snapshot.
 
 use std::{
     sync::{
@@ -354,4 +355,126 @@ name = "asrc"
         total_acked > 100,
         "only {total_acked} writes in {ROUNDS} rounds"
     );
+}
+
+/// A volume with only a snapshot holds first writes in memory until their chunks are saved
+/// (`docs/replication.md`). `kill -9` at different points of a stream of such writes, each
+/// tenth one followed by SYNCHRONIZE CACHE: after each restart the snapshot still reads the
+/// cut, every write acknowledged before a successful flush is on the source, and every other
+/// acknowledged write is either there or not at all.
+#[test]
+fn kill_nine_with_held_writes_keeps_the_snapshot_and_every_flushed_write() {
+    const CHUNK_BLOCKS: u32 = 128;
+    const PER_ROUND: u32 = 80;
+    const HELD_ROUNDS: u32 = 6;
+    let mut s = Server::start_config(&format!(
+        r#"
+[[portal]]
+address = "127.0.0.1:0"
+
+[[target]]
+name = "{IQN}"
+
+[[target.lun]]
+lun = 0
+path = "{{DIR}}/lun0.img"
+size = "32MiB"
+name = "src"
+"#
+    ));
+    let cut: Vec<u8> = (0..32u32 << 20).map(|x| (x % 249) as u8).collect();
+    {
+        let mut i = Initiator::connect(s.addr());
+        assert_eq!(i.login(HOST, IQN, &[]).status_class, 0);
+        i.clear_ua(0);
+        for (k, part) in cut.chunks(1 << 20).enumerate() {
+            let mut cdb = [0x2a, 0, 0, 0, 0, 0, 0, 0x08, 0, 0];
+            cdb[2..6].copy_from_slice(&(k as u32 * 2048).to_be_bytes());
+            assert_eq!(i.scsi(0, &cdb, part, 1 << 20, false).status, 0);
+        }
+    }
+    admin_ok(
+        &s,
+        "CreateGroupReplica",
+        json!({"SyncType": 7, "SourceElement": "volume:src", "RelationshipName": "snap", "WaitForCopyState": 4}),
+    );
+    admin_ok(
+        &s,
+        "ExposeVolume",
+        json!({"TheElement": "volume:snap_1", "Target": IQN, "Lun": 1}),
+    );
+    let mut flushed_total = 0usize;
+    for round in 0..HELD_ROUNDS {
+        // (seq, flushed): acknowledged writes, and whether a flush succeeded after them.
+        let acked = Arc::new(Mutex::new(Vec::<(u32, bool)>::new()));
+        let addr = s.addr();
+        let writer = {
+            let acked = acked.clone();
+            std::thread::spawn(move || {
+                let mut i = Initiator::connect(addr);
+                if i.login(HOST, IQN, &[]).status_class != 0 || settle(&mut i, 0).is_none() {
+                    return;
+                }
+                for seq in 0..PER_ROUND {
+                    // Each write is the first to its chunk since the cut.
+                    let lba = (round * PER_ROUND + seq) * CHUNK_BLOCKS + seq % CHUNK_BLOCKS;
+                    match write_block(&mut i, 0, lba, &block(0, round, seq), false) {
+                        Some(0) => acked.lock().unwrap().push((seq, false)),
+                        Some(_) => continue,
+                        None => return,
+                    }
+                    if seq % 10 == 9 {
+                        let sync = [0x35, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+                        match command(&mut i, 0, &sync, &[]) {
+                            Some(0) => {
+                                for a in acked.lock().unwrap().iter_mut() {
+                                    a.1 = true;
+                                }
+                            }
+                            Some(_) => {}
+                            None => return,
+                        }
+                    }
+                }
+            })
+        };
+        std::thread::sleep(Duration::from_millis(2 + u64::from(round) * 7));
+        // SAFETY: kill(2) on the server this test started.
+        unsafe {
+            libc::kill(s.pid() as i32, libc::SIGKILL);
+        }
+        let _ = writer.join();
+        let acked = acked.lock().unwrap().clone();
+        let src = std::fs::read(s.path("lun0.img")).unwrap();
+        for &(seq, flushed) in &acked {
+            let lba = (round * PER_ROUND + seq) * CHUNK_BLOCKS + seq % CHUNK_BLOCKS;
+            let on_disk = read_file_block(&src, lba);
+            let new = block(0, round, seq);
+            if flushed {
+                flushed_total += 1;
+                assert_eq!(on_disk, &new[..], "round {round}: flushed write {seq} lost");
+            } else {
+                assert!(
+                    on_disk == &new[..] || on_disk == read_file_block(&cut, lba),
+                    "round {round}: write {seq} is neither there nor absent"
+                );
+            }
+        }
+        s.restart(false);
+        let mut i = Initiator::connect(s.addr());
+        assert_eq!(i.login(HOST, IQN, &[]).status_class, 0);
+        i.clear_ua(lun_id(1));
+        for k in 0..32u32 {
+            let mut cdb = [0x28, 0, 0, 0, 0, 0, 0, 0x08, 0, 0];
+            cdb[2..6].copy_from_slice(&(k * 2048).to_be_bytes());
+            let r = i.scsi(lun_id(1), &cdb, &[], 1 << 20, true);
+            assert_eq!(r.status, 0);
+            let want = &cut[(k as usize) << 20..(k as usize + 1) << 20];
+            assert!(
+                r.data == want,
+                "round {round}: the snapshot changed in MiB {k}"
+            );
+        }
+    }
+    assert!(flushed_total > 0, "no write was flushed before a kill");
 }

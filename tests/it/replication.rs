@@ -180,9 +180,20 @@ fn snapshot_keeps_the_cut_and_returns_its_space() {
         .to_owned();
     let pair = pairs(&mut c, &gsync).remove(0);
     assert_eq!(copy_state(&mut c, &pair), 4);
-    // Keep writing after the cut.
+    // Keep writing after the cut. These first writes to their chunks are held in the
+    // volume's write cache until their chunks are saved: read back at once, on disk after
+    // SYNCHRONIZE CACHE.
     let after = pattern(512 << 10, 2);
     write_ok(&mut i, 0, 0, &after);
+    assert_eq!(&read(&mut i, 0, 0, 1024)[..], &after[..]);
+    let f = i.scsi(0, &[0x35, 0, 0, 0, 0, 0, 0, 0, 0, 0], &[], 0, false);
+    assert_eq!(f.status, 0, "SYNCHRONIZE CACHE");
+    let image = std::fs::read(s.path("lun0.img")).unwrap();
+    assert_eq!(
+        &image[..512 << 10],
+        &after[..],
+        "bytes on disk after the flush"
+    );
     // The snapshot as a LUN (read-only by default): the data at the cut.
     let lun = expose(&mut c, "snap_1", None);
     assert_eq!(lun, 1);
