@@ -128,14 +128,28 @@ fn wait_all_synchronized(s: &Server) {
     }
 }
 
+/// Snapshot volume `src` (as `snap_1`) and expose the snapshot as LUN `lun`.
+fn snapshot_src_as(s: &Server, lun: u16) {
+    admin_ok(
+        s,
+        "CreateGroupReplica",
+        json!({"SyncType": 7, "SourceElement": "volume:src", "RelationshipName": "snap", "WaitForCopyState": 4}),
+    );
+    admin_ok(
+        s,
+        "ExposeVolume",
+        json!({"TheElement": "volume:snap_1", "Target": IQN, "Lun": lun}),
+    );
+}
+
 fn read_file_block(img: &[u8], lba: u32) -> &[u8] {
     let off = lba as usize * 512;
     &img[off..off + 512]
 }
 
-#[test]
-fn kill_nine_under_load_loses_nothing_acknowledged() {
-    let mut s = Server::start_config(&format!(
+/// The configuration of a server whose LUN 0 is volume `src` (32 MiB), then `more`.
+fn config(more: &str) -> String {
+    format!(
         r#"
 [[portal]]
 address = "127.0.0.1:0"
@@ -148,13 +162,20 @@ lun = 0
 path = "{{DIR}}/lun0.img"
 size = "32MiB"
 name = "src"
+{more}"#
+    )
+}
 
+#[test]
+fn kill_nine_under_load_loses_nothing_acknowledged() {
+    let mut s = Server::start_config(&config(
+        r#"
 [[target.lun]]
 lun = 1
-path = "{{DIR}}/lun1.img"
+path = "{DIR}/lun1.img"
 size = "32MiB"
 name = "asrc"
-"#
+"#,
     ));
     // A pattern, a snapshot of it (exposed as LUN 2), then the mirrors.
     {
@@ -174,16 +195,7 @@ name = "asrc"
             0
         );
     }
-    admin_ok(
-        &s,
-        "CreateGroupReplica",
-        json!({"SyncType": 7, "SourceElement": "volume:src", "RelationshipName": "snap", "WaitForCopyState": 4}),
-    );
-    admin_ok(
-        &s,
-        "ExposeVolume",
-        json!({"TheElement": "volume:snap_1", "Target": IQN, "Lun": 2}),
-    );
+    snapshot_src_as(&s, 2);
     let r = admin_ok(
         &s,
         "CreateGroupReplica",
@@ -367,21 +379,7 @@ fn kill_nine_with_held_writes_keeps_the_snapshot_and_every_flushed_write() {
     const CHUNK_BLOCKS: u32 = 128;
     const PER_ROUND: u32 = 80;
     const HELD_ROUNDS: u32 = 6;
-    let mut s = Server::start_config(&format!(
-        r#"
-[[portal]]
-address = "127.0.0.1:0"
-
-[[target]]
-name = "{IQN}"
-
-[[target.lun]]
-lun = 0
-path = "{{DIR}}/lun0.img"
-size = "32MiB"
-name = "src"
-"#
-    ));
+    let mut s = Server::start_config(&config(""));
     let cut: Vec<u8> = (0..32u32 << 20).map(|x| (x % 249) as u8).collect();
     {
         let mut i = Initiator::connect(s.addr());
@@ -393,16 +391,7 @@ name = "src"
             assert_eq!(i.scsi(0, &cdb, part, 1 << 20, false).status, 0);
         }
     }
-    admin_ok(
-        &s,
-        "CreateGroupReplica",
-        json!({"SyncType": 7, "SourceElement": "volume:src", "RelationshipName": "snap", "WaitForCopyState": 4}),
-    );
-    admin_ok(
-        &s,
-        "ExposeVolume",
-        json!({"TheElement": "volume:snap_1", "Target": IQN, "Lun": 1}),
-    );
+    snapshot_src_as(&s, 1);
     let mut flushed_total = 0usize;
     for round in 0..HELD_ROUNDS {
         // (seq, flushed): acknowledged writes, and whether a flush succeeded after them.

@@ -478,16 +478,19 @@ mod tests {
         N.fetch_add(1, Ordering::Relaxed)
     }
 
+    /// A temporary directory on disk and one on tmpfs (where there is /dev/shm).
+    fn places() -> (tempfile::TempDir, Option<tempfile::TempDir>) {
+        let shm = Path::new("/dev/shm");
+        (
+            tempfile::tempdir().unwrap(),
+            shm.is_dir().then(|| tempfile::tempdir_in(shm).unwrap()),
+        )
+    }
+
     #[test]
     fn nowait_reads_return_the_data_or_nothing() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut places = vec![dir.path().to_owned()];
-        let shm = Path::new("/dev/shm");
-        let shm_dir = shm.is_dir().then(|| tempfile::tempdir_in(shm).unwrap());
-        if let Some(d) = &shm_dir {
-            places.push(d.path().to_owned());
-        }
-        for place in places {
+        let (dir, shm_dir) = places();
+        for place in std::iter::once(&dir).chain(&shm_dir).map(|d| d.path()) {
             let d = FileDevice::open(&place.join("a.img"), Some(1 << 20), false).unwrap();
             let data: Vec<u8> = (0..8192u32).map(|i| (i % 253) as u8).collect();
             d.write_at(&[Bytes::from(data.clone())], 4096, false)
@@ -639,14 +642,8 @@ mod tests {
 
     #[test]
     fn uncached_writes_land_aligned_or_not_and_reads_see_them() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut places = vec![dir.path().to_owned()];
-        let shm = Path::new("/dev/shm");
-        let shm_dir = shm.is_dir().then(|| tempfile::tempdir_in(shm).unwrap());
-        if let Some(d) = &shm_dir {
-            places.push(d.path().to_owned());
-        }
-        for place in places {
+        let (dir, shm_dir) = places();
+        for place in std::iter::once(&dir).chain(&shm_dir).map(|d| d.path()) {
             let d = FileDevice::open(&place.join("a.img"), Some(1 << 20), false).unwrap();
             // Cached first, so that the uncached write must replace what the cache holds.
             d.write_at(&[Bytes::from(vec![7u8; 1 << 16])], 0, false)
