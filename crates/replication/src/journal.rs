@@ -52,6 +52,8 @@ struct State {
     next_seq: u64,
     /// Entries handed to the shipper but not yet applied.
     in_flight: usize,
+    /// The shipper waits for an entry: the next push wakes it.
+    shipper_waiting: bool,
     closed: bool,
 }
 
@@ -62,6 +64,15 @@ pub struct Journal {
     cv: Condvar,
     max_bytes: u64,
 }
+
+/// How long the shipper, woken by a write to an empty journal, lets more writes gather
+/// before it ships: a busy source wakes it at most this often instead of once per write
+/// (a thread wake-up costs about as much CPU as a small write here), and a run of adjacent
+/// writes reaches the target as one vectored write.
+pub const SHIP_GATHER: Duration = Duration::from_millis(1);
+
+/// At most this many bytes of data are shipped as one batch.
+const BATCH_BYTES: u64 = 8 << 20;
 
 /// The journal is full: the caller falls back to dirty tracking.
 #[derive(Debug, PartialEq, Eq)]
@@ -92,10 +103,7 @@ impl Journal {
         kind: EntryKind,
     ) -> Result<u64, Overflow> {
         let mut st = self.st();
-        let size = match &kind {
-            EntryKind::Data(_) => len,
-            _ => 64,
-        };
+        let size = kind_size(&kind, len);
         if st.bytes + size > self.max_bytes {
             return Err(Overflow);
         }
@@ -110,53 +118,71 @@ impl Journal {
             kind,
             at: Instant::now(),
         });
-        self.cv.notify_all();
+        if st.shipper_waiting {
+            st.shipper_waiting = false;
+            self.cv.notify_all();
+        }
         Ok(seq)
     }
 
-    /// The next entry in order (waits up to `timeout`); `None` on timeout or close. The
-    /// entry stays counted until [`Journal::applied`].
-    pub fn next(&self, timeout: Duration) -> Option<Entry> {
+    /// The next entries in order, appended to `out` (waits up to `timeout` for the first;
+    /// when it had to wait, lets `gather` pass before taking them, unless the journal is a
+    /// quarter full). False on timeout or close. The entries stay in the journal, counted,
+    /// until [`Journal::applied`].
+    pub fn next_batch(&self, timeout: Duration, gather: Duration, out: &mut Vec<Entry>) -> bool {
         let mut st = self.st();
         let deadline = Instant::now() + timeout;
+        let mut waited = false;
         loop {
             if st.closed {
-                return None;
+                return false;
             }
-            if st.in_flight == 0
-                && let Some(e) = st.entries.front().cloned()
-            {
-                st.in_flight = 1;
-                return Some(e);
+            if st.in_flight == 0 && !st.entries.is_empty() {
+                break;
             }
             let now = Instant::now();
             if now >= deadline {
-                return None;
+                return false;
             }
+            waited = true;
+            st.shipper_waiting = true;
             st = self
                 .cv
                 .wait_timeout(st, deadline - now)
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .0;
+            st.shipper_waiting = false;
         }
+        if waited && !gather.is_zero() && st.bytes < self.max_bytes / 4 {
+            drop(st);
+            std::thread::sleep(gather);
+            st = self.st();
+            if st.closed {
+                return false;
+            }
+        }
+        let mut bytes = 0;
+        for e in &st.entries {
+            if !out.is_empty() && bytes >= BATCH_BYTES {
+                break;
+            }
+            bytes += size_of(e);
+            out.push(e.clone());
+        }
+        st.in_flight = out.len();
+        true
     }
 
-    /// The entry returned by `next` has been applied to its target.
-    pub fn applied(&self) {
+    /// The first `n` entries returned by `next_batch` have been applied to their targets;
+    /// the rest (if any) are given back and come first in the next batch.
+    pub fn applied(&self, n: usize) {
         let mut st = self.st();
-        if let Some(e) = st.entries.pop_front() {
-            st.bytes -= match e.kind {
-                EntryKind::Data(_) => e.len,
-                _ => 64,
-            };
+        for _ in 0..n.min(st.in_flight) {
+            if let Some(e) = st.entries.pop_front() {
+                st.bytes -= size_of(&e);
+            }
         }
         st.in_flight = 0;
-        self.cv.notify_all();
-    }
-
-    /// The entry returned by `next` could not be applied: give it back (it stays first).
-    pub fn retry_later(&self) {
-        self.st().in_flight = 0;
         self.cv.notify_all();
     }
 
@@ -184,17 +210,7 @@ impl Journal {
         let (mine, rest): (Vec<Entry>, Vec<Entry>) =
             st.entries.drain(..).partition(|e| e.mirror == mirror);
         st.entries = rest.into();
-        st.bytes = st
-            .entries
-            .iter()
-            .map(|e| {
-                if matches!(e.kind, EntryKind::Data(_)) {
-                    e.len
-                } else {
-                    64
-                }
-            })
-            .sum();
+        st.bytes = st.entries.iter().map(size_of).sum();
         self.cv.notify_all();
         mine
     }
@@ -245,6 +261,18 @@ impl Journal {
     }
 }
 
+/// What an entry counts against the journal's bound: its data, or a nominal 64 bytes.
+fn kind_size(kind: &EntryKind, len: u64) -> u64 {
+    match kind {
+        EntryKind::Data(_) => len,
+        _ => 64,
+    }
+}
+
+fn size_of(e: &Entry) -> u64 {
+    kind_size(&e.kind, e.len)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -261,14 +289,17 @@ mod tests {
             Ok(1)
         );
         assert_eq!(j.push(1, 0, 40, EntryKind::Data(vec![])), Err(Overflow));
-        let e = j.next(Duration::from_millis(10)).unwrap();
-        assert_eq!((e.seq, e.mirror), (0, 1));
+        let mut batch = Vec::new();
+        assert!(j.next_batch(Duration::from_millis(10), Duration::ZERO, &mut batch));
+        let seqs: Vec<_> = batch.iter().map(|e| (e.seq, e.mirror)).collect();
+        assert_eq!(seqs, [(0, 1), (1, 2)], "every waiting entry, in order");
+        let mut again = Vec::new();
         assert!(
-            j.next(Duration::from_millis(10)).is_none(),
-            "one entry in flight at a time"
+            !j.next_batch(Duration::from_millis(10), Duration::ZERO, &mut again),
+            "one batch in flight at a time"
         );
-        j.applied();
-        assert_eq!(j.lag().0, 40);
+        j.applied(1);
+        assert_eq!(j.lag().0, 40, "the entry not applied is given back");
         assert_eq!(j.take(2).len(), 1);
         assert!(j.drain(Duration::from_millis(10)));
         assert_eq!(j.lag().0, 0);

@@ -718,13 +718,29 @@ impl Mirror {
         }
     }
 
-    fn apply_entry(&self, e: &crate::journal::Entry) -> blockdev::Result<()> {
+    /// Applies journal entries to the target: one entry, or a run of adjacent data writes
+    /// as one vectored write.
+    fn apply_entries(&self, run: &[crate::journal::Entry]) -> blockdev::Result<()> {
         let target = self.target();
         let dev = target.base();
-        match &e.kind {
-            EntryKind::Data(b) => dev.write_at(b, e.offset, false),
-            EntryKind::Discard => dev.discard(e.offset, e.len),
-            EntryKind::Zeroes => dev.write_zeroes(e.offset, e.len, false),
+        match run {
+            [e] => match &e.kind {
+                EntryKind::Data(b) => dev.write_at(b, e.offset, false),
+                EntryKind::Discard => dev.discard(e.offset, e.len),
+                EntryKind::Zeroes => dev.write_zeroes(e.offset, e.len, false),
+            },
+            [first, ..] => {
+                let bufs: Vec<bytes::Bytes> = run
+                    .iter()
+                    .flat_map(|e| match &e.kind {
+                        EntryKind::Data(b) => b.as_slice(),
+                        _ => &[],
+                    })
+                    .cloned()
+                    .collect();
+                dev.write_at(&bufs, first.offset, false)
+            }
+            [] => Ok(()),
         }
     }
 }

@@ -168,6 +168,52 @@ fn async_mirror_is_a_prefix_and_split_drains() {
 }
 
 #[test]
+fn async_shipper_sends_adjacent_writes_as_one() {
+    let (src, tgt, faulty, m) = pair(Mode::Asynchronous);
+    m.resync(&|_, _| {}, &|| false).unwrap();
+    faulty.latency_us.store(200_000, Ordering::Relaxed);
+    let before = faulty.writes.load(Ordering::Acquire);
+    w(&*src, 20 * CHUNK, 512, 9).unwrap();
+    // The shipper is inside the slow target write of the first entry...
+    while faulty.writes.load(Ordering::Acquire) == before {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    // ...while sixteen adjacent writes queue behind it.
+    for i in 0..16u64 {
+        w(&*src, 4 * CHUNK + i * 4096, 4096, i as u8 + 1).unwrap();
+    }
+    faulty.latency_us.store(0, Ordering::Relaxed);
+    m.split();
+    assert_eq!(all(&**src.base()), all(&**tgt.base()), "split drains");
+    assert_eq!(
+        faulty.writes.load(Ordering::Acquire) - before,
+        2,
+        "the first entry, then the sixteen queued ones as one vectored write"
+    );
+}
+
+#[test]
+fn failing_async_target_breaks_the_pair_and_unshipped_writes_resync() {
+    let (src, tgt, faulty, m) = pair(Mode::Asynchronous);
+    m.resync(&|_, _| {}, &|| false).unwrap();
+    faulty.fail_writes.store(true, Ordering::Relaxed);
+    for c in [2, 3, 11] {
+        w(&*src, c * CHUNK + 100, 300, c as u8).unwrap();
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while m.state() != CopyState::Broken && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert_eq!(m.state(), CopyState::Broken, "the shipper broke the pair");
+    assert_eq!(m.dirty().0, 3, "every unshipped write's chunk is tracked");
+    w(&*src, 7 * CHUNK, 100, 7).unwrap();
+    assert_eq!(m.dirty().0, 4, "the host keeps writing, tracked");
+    faulty.fail_writes.store(false, Ordering::Relaxed);
+    assert_eq!(m.resync(&|_, _| {}, &|| false).unwrap(), 4);
+    assert_eq!(all(&**src.base()), all(&**tgt.base()));
+}
+
+#[test]
 fn async_journal_overflow_falls_back_to_tracking() {
     let (src, tgt, faulty, m) = pair(Mode::Asynchronous);
     m.resync(&|_, _| {}, &|| false).unwrap();

@@ -28,6 +28,8 @@ pub struct FaultyDevice {
     /// lands) and every later write is dropped. `u64::MAX`: never.
     pub crash_after: AtomicU64,
     crashed: AtomicBool,
+    /// Data writes (`write_at` calls) begun so far.
+    pub writes: AtomicU64,
 }
 
 impl FaultyDevice {
@@ -41,6 +43,7 @@ impl FaultyDevice {
             latency_us: AtomicU64::new(0),
             crash_after: AtomicU64::new(u64::MAX),
             crashed: AtomicBool::new(false),
+            writes: AtomicU64::new(0),
         })
     }
 
@@ -86,6 +89,7 @@ impl BlockDevice for FaultyDevice {
     }
 
     fn write_at(&self, bufs: &[Bytes], offset: u64, fua: bool) -> blockdev::Result<()> {
+        self.writes.fetch_add(1, Ordering::AcqRel);
         self.check_write()?;
         if self.crashed() {
             return Ok(());

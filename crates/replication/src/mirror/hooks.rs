@@ -9,7 +9,7 @@ use crossbeam_channel::{Receiver, bounded};
 
 use super::{JournalGroup, Mirror, TargetGuard, TargetJob, TargetWrite, failed_state};
 use crate::{
-    journal::EntryKind,
+    journal::{Entry, EntryKind, SHIP_GATHER},
     types::{CopyState, Mode},
     volume::{Pending, Volume, Write, WriteHook, WriteKind, read_only},
 };
@@ -29,46 +29,87 @@ pub(super) fn target_writer(mirror: std::sync::Weak<Mirror>, rx: Receiver<Target
     }
 }
 
-/// Applies a journal's entries in order, each to its mirror's target.
+/// Applies a journal's entries in order, each to its mirror's target, a batch at a time: a
+/// run of adjacent data writes of one mirror goes to its target as one vectored write.
 pub(super) fn ship(g: Arc<JournalGroup>) {
     let journal = g.journal.clone();
-    loop {
-        let Some(e) = journal.next(Duration::from_millis(200)) else {
+    let mut batch = Vec::new();
+    'batch: loop {
+        batch.clear();
+        if !journal.next_batch(Duration::from_millis(200), SHIP_GATHER, &mut batch) {
             if journal.closed() {
                 return;
             }
             continue;
-        };
-        let Some(m) = g.member(e.mirror) else {
-            // The pair left the journal: its entries were taken; drop a straggler.
-            journal.applied();
-            continue;
-        };
-        match m.apply_entry(&e) {
-            Ok(()) => journal.applied(),
-            Err(err) => {
-                tracing::warn!(mirror = m.id, error = %err, "asynchronous target failed: tracking changes");
-                journal.retry_later();
-                g.members
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .remove(&m.id);
-                *m.journal
-                    .write()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
-                let entries = journal.take(m.id);
-                let mut st = m.st();
-                st.state = failed_state(&err);
-                st.journaling = false;
-                for x in entries {
-                    for c in crate::bitmap::chunks(x.offset, x.len) {
-                        st.out_of_sync.set(c);
-                    }
-                }
+        }
+        let mut done = 0;
+        while done < batch.len() {
+            let run = &batch[done..done + adjacent_run(&batch[done..])];
+            let Some(m) = g.member(run[0].mirror) else {
+                // The pair left the journal: its entries were taken; drop stragglers.
+                done += run.len();
+                continue;
+            };
+            if let Err(err) = m.apply_entries(run) {
+                journal.applied(done);
+                leave_journal(&g, &m, &err);
+                continue 'batch;
             }
+            done += run.len();
+        }
+        journal.applied(done);
+    }
+}
+
+/// A pair whose asynchronous target failed leaves its journal: its entries not yet applied
+/// become out-of-sync chunks, resynchronized later.
+fn leave_journal(g: &JournalGroup, m: &Mirror, err: &BlockError) {
+    tracing::warn!(mirror = m.id, error = %err, "asynchronous target failed: tracking changes");
+    g.members
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .remove(&m.id);
+    *m.journal
+        .write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+    let entries = g.journal.take(m.id);
+    let mut st = m.st();
+    st.state = failed_state(err);
+    st.journaling = false;
+    for x in entries {
+        for c in crate::bitmap::chunks(x.offset, x.len) {
+            st.out_of_sync.set(c);
         }
     }
 }
+
+/// The length of the run of entries at the start of `entries` that can go to the target as
+/// one write: data of one mirror, each starting where the previous ends, at most 4 MiB.
+fn adjacent_run(entries: &[Entry]) -> usize {
+    let [first, rest @ ..] = entries else {
+        return 0;
+    };
+    if !matches!(first.kind, EntryKind::Data(_)) {
+        return 1;
+    }
+    let mut end = first.offset + first.len;
+    let mut n = 1;
+    for e in rest {
+        if e.mirror != first.mirror
+            || e.offset != end
+            || !matches!(e.kind, EntryKind::Data(_))
+            || end - first.offset + e.len > RUN_BYTES
+        {
+            break;
+        }
+        end += e.len;
+        n += 1;
+    }
+    n
+}
+
+/// The most bytes one vectored write to an asynchronous target carries.
+const RUN_BYTES: u64 = 4 << 20;
 
 impl WriteHook for Mirror {
     fn prepare(&self, vol: &Volume, w: &Write<'_>) -> blockdev::Result<()> {
