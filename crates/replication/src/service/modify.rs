@@ -471,13 +471,7 @@ impl ReplicationService {
                         .ok_or_else(|| MethodError::failed("a member relationship vanished"))?;
                     match s.sync_type {
                         SyncType::Snapshot => {
-                            let snap = svc
-                                .rt()
-                                .snapshots
-                                .get(&m)
-                                .cloned()
-                                .ok_or_else(|| MethodError::failed("snapshot not open"))?;
-                            snap.retake().map_err(|e| {
+                            svc.snapshot(m)?.retake().map_err(|e| {
                                 MethodError::failed(format!("taking the new point in time: {e}"))
                             })?;
                             s.state = CopyState::Synchronized;
@@ -485,12 +479,7 @@ impl ReplicationService {
                             s.synced = Some(t);
                         }
                         SyncType::Clone => {
-                            let c = svc
-                                .rt()
-                                .clones
-                                .get(&m)
-                                .cloned()
-                                .ok_or_else(|| MethodError::failed("clone not open"))?;
+                            let c = svc.clone_pair(m)?;
                             if op == ResyncReplica {
                                 c.retake().map_err(|e| {
                                     MethodError::failed(format!(
@@ -678,6 +667,22 @@ impl ReplicationService {
             .ok_or_else(|| MethodError::failed(format!("mirror sync:{id} is not open")))
     }
 
+    pub(crate) fn snapshot(&self, id: u64) -> Result<Arc<crate::snapshot::Snapshot>, MethodError> {
+        self.rt()
+            .snapshots
+            .get(&id)
+            .cloned()
+            .ok_or_else(|| MethodError::failed(format!("snapshot sync:{id} is not open")))
+    }
+
+    pub(crate) fn clone_pair(&self, id: u64) -> Result<Arc<crate::clone::Clone>, MethodError> {
+        self.rt()
+            .clones
+            .get(&id)
+            .cloned()
+            .ok_or_else(|| MethodError::failed(format!("clone sync:{id} is not open")))
+    }
+
     /// Run `f` for every member; with `together`, every member's source is quiescent for
     /// the whole run (one write barrier for the group), and `f` is told so.
     fn with_barrier(
@@ -739,24 +744,14 @@ impl ReplicationService {
                 s.state = mirror.state();
             }
             SyncType::Clone => {
-                let c = self
-                    .rt()
-                    .clones
-                    .get(&m)
-                    .cloned()
-                    .ok_or_else(|| MethodError::failed("clone not open"))?;
+                let c = self.clone_pair(m)?;
                 if op == Operation::Abort {
                     c.abort();
                 }
                 s.state = state;
             }
             SyncType::Snapshot => {
-                let snap = self
-                    .rt()
-                    .snapshots
-                    .get(&m)
-                    .cloned()
-                    .ok_or_else(|| MethodError::failed("snapshot not open"))?;
+                let snap = self.snapshot(m)?;
                 if op == Operation::Deactivate {
                     snap.deactivate()
                         .map_err(|e| MethodError::failed(format!("deactivating: {e}")))?;

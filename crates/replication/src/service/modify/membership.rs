@@ -82,18 +82,10 @@ impl ReplicationService {
             {
                 og.members.retain(|x| *x != p);
                 if og.members.is_empty() {
-                    cat.group_syncs.remove(&o);
-                    self.rt().journals.remove(&o);
+                    self.drop_group_sync(cat, o);
                 }
             }
-            let (src, tgt) = {
-                let s = cat
-                    .syncs
-                    .get_mut(&p)
-                    .ok_or_else(|| MethodError::failed("the pair vanished"))?;
-                s.group_sync = Some(id);
-                (s.source.clone(), s.target.clone())
-            };
+            let (src, tgt) = set_group_sync(cat, p, Some(id))?;
             let gs = cat
                 .group_syncs
                 .get_mut(&id)
@@ -132,14 +124,7 @@ impl ReplicationService {
             }
         }
         for &p in pairs {
-            let (src, tgt) = {
-                let s = cat
-                    .syncs
-                    .get_mut(&p)
-                    .ok_or_else(|| MethodError::failed("the pair vanished"))?;
-                s.group_sync = None;
-                (s.source.clone(), s.target.clone())
-            };
+            let (src, tgt) = set_group_sync(cat, p, None)?;
             if let Some(sg) = &g.source_group
                 && let Some(grp) = cat.groups.get_mut(sg)
             {
@@ -162,11 +147,16 @@ impl ReplicationService {
             .get(&id)
             .is_some_and(|g| g.members.is_empty())
         {
-            cat.group_syncs.remove(&id);
-            self.rt().journals.remove(&id);
+            self.drop_group_sync(cat, id);
             return Ok(());
         }
         self.rejournal(cat, id)
+    }
+
+    /// A group relationship left without pairs goes, with its journal.
+    fn drop_group_sync(&self, cat: &mut Catalog, id: u64) {
+        cat.group_syncs.remove(&id);
+        self.rt().journals.remove(&id);
     }
 
     /// Put every pair of a consistent asynchronous mirror group on the group's journal.
@@ -192,4 +182,18 @@ impl ReplicationService {
             Ok(())
         })
     }
+}
+
+/// Records pair `p`'s group relationship; its source and target volumes.
+fn set_group_sync(
+    cat: &mut Catalog,
+    p: u64,
+    group: Option<u64>,
+) -> Result<(String, String), MethodError> {
+    let s = cat
+        .syncs
+        .get_mut(&p)
+        .ok_or_else(|| MethodError::failed("the pair vanished"))?;
+    s.group_sync = group;
+    Ok((s.source.clone(), s.target.clone()))
 }

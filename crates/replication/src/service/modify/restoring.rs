@@ -44,22 +44,12 @@ impl ReplicationService {
                 mirror.restore_source()
             }
             SyncType::Snapshot => {
-                let snap = self
-                    .rt()
-                    .snapshots
-                    .get(&m)
-                    .cloned()
-                    .ok_or_else(|| MethodError::failed("snapshot not open"))?;
+                let snap = self.snapshot(m)?;
                 quiet = Some(source.quiesce());
                 snap.restore_source()
             }
             SyncType::Clone => {
-                let c = self
-                    .rt()
-                    .clones
-                    .get(&m)
-                    .cloned()
-                    .ok_or_else(|| MethodError::failed("clone not open"))?;
+                let c = self.clone_pair(m)?;
                 quiet = Some(source.quiesce());
                 if resumed {
                     // What changed since the point in time is not known after a restart.
