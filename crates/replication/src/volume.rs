@@ -378,11 +378,15 @@ impl Volume {
     }
 
     fn write_op(&self, w: &Write<'_>) -> blockdev::Result<()> {
-        let hooks = self.hooks();
+        self.write_with(w, &self.hooks())
+    }
+
+    /// A write through `hooks` (the volume's hooks, taken once by the caller).
+    fn write_with(&self, w: &Write<'_>, hooks: &[Arc<dyn WriteHook>]) -> blockdev::Result<()> {
         // With relationships, overlapping writes are applied in one order everywhere.
         let _order =
             (!w.locked && !hooks.is_empty()).then(|| self.ranges.lock(w.offset, w.offset + w.len));
-        for h in &hooks {
+        for h in hooks {
             h.prepare(self, w)?;
         }
         let range = w.chunks();
@@ -429,23 +433,24 @@ impl Volume {
             .gate
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if self.try_hold(&w, &self.hooks()) {
+        let hooks = self.hooks();
+        if self.try_hold(&w, &hooks) {
             return Ok(());
         }
         // A write that is not held goes after the held writes it overlaps.
         self.held.wait_clear(w.offset, w.len);
-        self.apply(&w)
+        self.apply(&w, &hooks)
     }
 
     /// A write past the gate: a restore in progress brings its chunks back first.
-    fn apply(&self, w: &Write<'_>) -> blockdev::Result<()> {
+    fn apply(&self, w: &Write<'_>, hooks: &[Arc<dyn WriteHook>]) -> blockdev::Result<()> {
         if let Some(src) = self.restore_source() {
             for c in w.chunks() {
                 self.restore_chunk(&*src, c)?;
                 src.settle(c)?;
             }
         }
-        self.write_op(w)
+        self.write_with(w, hooks)
     }
 
     /// Hold a host write in the write-back cache when a hook wants it held (or it overlaps
@@ -457,7 +462,7 @@ impl Volume {
         if w.fua || w.locked || (hooks.is_empty() && self.held.is_empty()) {
             return false;
         }
-        let mut want = self.held.overlaps(w.offset, w.len);
+        let mut want = false;
         for h in hooks {
             match h.defer(self, w) {
                 Defer::Refuse => return false,
@@ -465,11 +470,11 @@ impl Volume {
                 Defer::Allow => {}
             }
         }
-        if !want || self.restore_source().is_some() {
+        if !want && self.held.is_empty() || self.restore_source().is_some() {
             return false;
         }
-        match self.held.hold(bufs, w.offset) {
-            Hold::Full => false,
+        match self.held.hold(bufs, w.offset, want) {
+            Hold::Full | Hold::NotNeeded => false,
             Hold::Held => true,
             Hold::StartWorker => {
                 self.start_worker();
@@ -511,11 +516,12 @@ impl Volume {
                     locked: false,
                 })
                 .collect();
-            for h in self.hooks() {
+            let hooks = self.hooks();
+            for h in &hooks {
                 h.prepare_batch(self, &writes);
             }
             for w in &writes {
-                self.held.applied(self.apply(w));
+                self.held.applied(self.apply(w, &hooks));
             }
         }
     }

@@ -89,6 +89,8 @@ pub enum Hold {
     Held,
     /// No room: the write must take the direct path.
     Full,
+    /// Not held: no hook wanted it and it touches no held write.
+    NotNeeded,
 }
 
 impl WriteBack {
@@ -118,10 +120,17 @@ impl WriteBack {
         touches(&st, offset, len)
     }
 
-    /// Hold a copy of a write.
-    pub fn hold(&self, bufs: &[Bytes], offset: u64) -> Hold {
+    /// Hold a copy of a write, when `wanted` or when it touches a chunk of a held write
+    /// (it must then go after that write).
+    pub fn hold(&self, bufs: &[Bytes], offset: u64, wanted: bool) -> Hold {
+        if !wanted && self.is_empty() {
+            return Hold::NotNeeded;
+        }
         let len = blockdev::total_len(bufs) as usize;
         let mut st = self.st();
+        if !wanted && !touches(&st, offset, len as u64) {
+            return Hold::NotNeeded;
+        }
         if st.bytes + len > HOLD_MAX {
             return Hold::Full;
         }
@@ -260,12 +269,21 @@ mod tests {
     fn held_writes_overlay_reads_in_order_and_clear_once_applied() {
         let wb = WriteBack::default();
         assert_eq!(
-            wb.hold(&[Bytes::from_static(b"aaaa")], 10),
+            wb.hold(&[Bytes::from_static(b"aaaa")], 10, true),
             Hold::StartWorker
         );
         assert_eq!(
-            wb.hold(&[Bytes::from_static(b"bb"), Bytes::from_static(b"cc")], 12),
-            Hold::Held
+            wb.hold(
+                &[Bytes::from_static(b"bb"), Bytes::from_static(b"cc")],
+                12,
+                false
+            ),
+            Hold::Held,
+            "a write that touches a held write's chunk is held behind it"
+        );
+        assert_eq!(
+            wb.hold(&[Bytes::from_static(b"dd")], 1 << 20, false),
+            Hold::NotNeeded
         );
         assert!(wb.overlaps(0, 1));
         assert!(!wb.overlaps(1 << 20, 512));
@@ -283,14 +301,21 @@ mod tests {
         assert!(wb.take_failure().is_none());
         // Nothing held: the worker is told to exit after the idle wait.
         assert!(wb.batch().is_empty());
-        assert_eq!(wb.hold(&[Bytes::from_static(b"x")], 0), Hold::StartWorker);
+        assert_eq!(
+            wb.hold(&[Bytes::from_static(b"x")], 0, false),
+            Hold::NotNeeded
+        );
+        assert_eq!(
+            wb.hold(&[Bytes::from_static(b"x")], 0, true),
+            Hold::StartWorker
+        );
     }
 
     #[test]
     fn a_full_cache_refuses() {
         let wb = WriteBack::default();
         let big = Bytes::from(vec![0u8; HOLD_MAX]);
-        assert_eq!(wb.hold(&[big], 0), Hold::StartWorker);
-        assert_eq!(wb.hold(&[Bytes::from_static(b"x")], 0), Hold::Full);
+        assert_eq!(wb.hold(&[big], 0, true), Hold::StartWorker);
+        assert_eq!(wb.hold(&[Bytes::from_static(b"x")], 0, true), Hold::Full);
     }
 }
