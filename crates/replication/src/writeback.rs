@@ -67,17 +67,27 @@ struct State {
     bytes: usize,
     /// A worker is running (or being started).
     worker: bool,
+    /// The worker waits for writes: the next hold wakes it.
+    worker_waiting: bool,
     /// The first held write that failed since the last flush.
     failed: Option<(BlockErrorKind, String)>,
 }
 
 /// The held writes of one volume.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct WriteBack {
     state: Mutex<State>,
     cv: Condvar,
     /// Number of held writes (read without the lock on every I/O).
     held: AtomicUsize,
+    /// How long an idle worker waits before it exits.
+    idle: Duration,
+}
+
+impl Default for WriteBack {
+    fn default() -> Self {
+        Self::with_idle(IDLE)
+    }
 }
 
 /// The outcome of [`WriteBack::hold`].
@@ -94,6 +104,16 @@ pub enum Hold {
 }
 
 impl WriteBack {
+    /// Held writes whose idle worker exits after `idle`.
+    pub fn with_idle(idle: Duration) -> Self {
+        Self {
+            state: Mutex::default(),
+            cv: Condvar::new(),
+            held: AtomicUsize::new(0),
+            idle,
+        }
+    }
+
     fn st(&self) -> MutexGuard<'_, State> {
         self.state
             .lock()
@@ -148,6 +168,10 @@ impl WriteBack {
         }));
         self.held.fetch_add(1, Ordering::Release);
         if st.worker {
+            if st.worker_waiting {
+                st.worker_waiting = false;
+                self.cv.notify_all();
+            }
             Hold::Held
         } else {
             st.worker = true;
@@ -210,11 +234,13 @@ impl WriteBack {
     pub fn batch(&self) -> Vec<Arc<Held>> {
         let mut st = self.st();
         if st.queue.is_empty() {
+            st.worker_waiting = true;
             st = self
                 .cv
-                .wait_timeout(st, IDLE)
+                .wait_timeout(st, self.idle)
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .0;
+            st.worker_waiting = false;
         }
         if st.queue.is_empty() {
             st.worker = false;
@@ -308,6 +334,34 @@ mod tests {
         assert_eq!(
             wb.hold(&[Bytes::from_static(b"x")], 0, true),
             Hold::StartWorker
+        );
+    }
+
+    #[test]
+    fn a_hold_wakes_the_waiting_worker() {
+        let wb = Arc::new(WriteBack::with_idle(Duration::from_secs(30)));
+        assert_eq!(
+            wb.hold(&[Bytes::from_static(b"a")], 0, true),
+            Hold::StartWorker
+        );
+        assert_eq!(wb.batch().len(), 1);
+        wb.applied(Ok(()));
+        let worker = {
+            let wb = wb.clone();
+            std::thread::spawn(move || {
+                let t = std::time::Instant::now();
+                (wb.batch().len(), t.elapsed())
+            })
+        };
+        while !wb.st().worker_waiting {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert_eq!(wb.hold(&[Bytes::from_static(b"b")], 0, true), Hold::Held);
+        let (n, waited) = worker.join().unwrap();
+        assert_eq!(n, 1);
+        assert!(
+            waited < Duration::from_secs(20),
+            "woken by the hold, not by the 30 s idle timeout ({waited:?})"
         );
     }
 
