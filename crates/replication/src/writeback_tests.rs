@@ -129,6 +129,7 @@ struct Rig {
     origin_dev: Arc<Recorder>,
     origin: Arc<Volume>,
     snap: Arc<Snapshot>,
+    pool: Arc<Pool>,
 }
 
 fn rig() -> Rig {
@@ -139,7 +140,14 @@ fn rig() -> Rig {
     write(&origin, 0, SIZE as usize, b'a', false);
     let pool = Arc::new(Pool::new("p", dir.path(), 0).unwrap());
     let store = Recorder::new(&log, false);
-    let snap = Snapshot::open(&origin, store.clone(), &dir.path().join("s"), pool, false).unwrap();
+    let snap = Snapshot::open(
+        &origin,
+        store.clone(),
+        &dir.path().join("s"),
+        pool.clone(),
+        false,
+    )
+    .unwrap();
     {
         let _q = origin.quiesce();
         origin.add_hook(snap.clone());
@@ -152,6 +160,47 @@ fn rig() -> Rig {
         origin_dev,
         origin,
         snap,
+        pool,
+    }
+}
+
+#[test]
+fn a_batch_of_scattered_chunks_is_saved_with_one_commit() {
+    let r = rig();
+    r.store.hold_flush.store(true, Ordering::SeqCst);
+    write(&r.origin, 0, 4096, b'b', false);
+    r.store.wait_blocked();
+    // Ten chunks, no two adjacent: ten runs in the next batch.
+    for c in (2..22).step_by(2) {
+        write(&r.origin, c * CHUNK + 4096, 4096, b'c', false);
+    }
+    r.store.release();
+    r.origin.flush().unwrap();
+    assert_eq!(r.snap.preserved_chunks(), 11);
+    assert_eq!(r.pool.used(), 11 * CHUNK, "each saved chunk charged once");
+    let log = r.log.lock().unwrap().clone();
+    let flushes = log.iter().filter(|e| **e == Event::StoreFlush).count();
+    assert_eq!(flushes, 2, "{log:?}");
+    for c in (2..22).step_by(2) {
+        assert_eq!(
+            read(&*r.snap.view(), c * CHUNK, CHUNK as usize),
+            vec![b'a'; CHUNK as usize],
+            "chunk {c} of the snapshot"
+        );
+        assert_eq!(
+            read(&**r.origin.base(), c * CHUNK + 4096, 4096),
+            vec![b'c'; 4096],
+            "chunk {c} of the origin"
+        );
+        let saved = log.iter().position(|e| *e == Event::StoreWrite(c)).unwrap();
+        let written = log
+            .iter()
+            .position(|e| *e == Event::OriginWrite(c))
+            .unwrap();
+        assert!(
+            log[saved..written].contains(&Event::StoreFlush),
+            "chunk {c}: {log:?}"
+        );
     }
 }
 
