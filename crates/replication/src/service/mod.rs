@@ -15,6 +15,7 @@
 //!   resynchronized.
 
 pub mod catalog;
+mod copying;
 mod create;
 mod elements;
 pub mod jobs;

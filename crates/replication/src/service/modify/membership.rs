@@ -154,7 +154,7 @@ impl ReplicationService {
     }
 
     /// A group relationship left without pairs goes, with its journal.
-    fn drop_group_sync(&self, cat: &mut Catalog, id: u64) {
+    pub(crate) fn drop_group_sync(&self, cat: &mut Catalog, id: u64) {
         cat.group_syncs.remove(&id);
         self.rt().journals.remove(&id);
     }

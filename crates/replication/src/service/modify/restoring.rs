@@ -107,7 +107,7 @@ impl ReplicationService {
         let priority = s.copy_priority;
         let yielding = |done, total| {
             progress(done, total);
-            crate::service::create::yield_to_host(&source, priority);
+            crate::service::copying::yield_to_host(&source, priority);
         };
         let r = crate::volume::run_restore(&source, &*src, &yielding, &cancel)
             .and_then(|n| src.sync().map(|()| n));
