@@ -8,6 +8,7 @@
 //!   the link comes back.
 #![warn(missing_docs)]
 
+mod login;
 mod lun;
 mod session;
 
