@@ -8,7 +8,7 @@ use super::*;
 use crate::{
     frame::FrameEncoder,
     negotiate::Params,
-    pdu::{DataIn, LoginRequest, SnackRequest},
+    pdu::{DataIn, LoginRequest, SnackRequest, TaskMgmtRequest},
 };
 
 fn outcome(params: Params) -> LoginOutcome {
