@@ -16,16 +16,16 @@ use std::{
     time::{Duration, Instant},
 };
 
-use bytes::BytesMut;
+use bytes::{BufMut, BytesMut};
 use iscsi_proto::{
     ffp::{self, CloseReason, FfpConfig, Output, ResetEvent, ScsiCompletion, ScsiTask},
     frame::{Digests, Frame, FrameDecoder, FrameEncoder, OutFrame},
     login::{Login, LoginConfig, LoginOutcome, LoginStep},
     lun::decode_lun,
     negotiate::SessionType,
-    pdu::{Opcode, Pdu},
+    pdu::{BHS_LEN, Opcode, Pdu},
 };
-use scsi::{LunMap, Nexus};
+use scsi::{LunMap, Nexus, bufpool};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::{
@@ -43,6 +43,12 @@ use crate::{
 
 /// Receive buffer growth step.
 const READ_CHUNK: usize = 256 * 1024;
+
+/// A PDU at least this long (write data, in practice) is received into a buffer of its own
+/// from the I/O buffer pool, straight from the socket: not read into the receive buffer and
+/// copied out when the buffer must grow for it, nor into fresh memory the kernel must fault
+/// in and clear. The buffer goes back to the pool when the write is done with the data.
+const OWN_BUFFER: usize = bufpool::MIN_POOLED;
 
 /// Reads and writes up to this long may run on the connection's task when they need
 /// nothing but memory.
@@ -63,6 +69,8 @@ pub async fn serve(server: Arc<Server>, stream: TcpStream, group: u16) {
         server,
         rd,
         rbuf: BytesMut::with_capacity(READ_CHUNK),
+        large: None,
+        header_first: false,
         dec: FrameDecoder::default(),
         enc: FrameEncoder::default(),
         out: out_tx,
@@ -151,6 +159,11 @@ struct Conn {
     server: Arc<Server>,
     rd: OwnedReadHalf,
     rbuf: BytesMut,
+    /// A large PDU being received into its own buffer: the buffer and how much is in it.
+    large: Option<(Vec<u8>, usize)>,
+    /// The last PDU was large: read the next one's header alone first, so that a large
+    /// body is not read into the receive buffer.
+    header_first: bool,
     dec: FrameDecoder,
     enc: FrameEncoder,
     out: mpsc::UnboundedSender<Vec<OutFrame>>,
@@ -284,6 +297,44 @@ impl Conn {
     }
 
     /// The full feature phase.
+    /// Hand every whole PDU received to the full feature phase; start receiving a large
+    /// PDU into its own buffer once its header is in.
+    fn receive(&mut self, ffp: &mut ffp::Connection, now: Instant) {
+        if let Some((own, filled)) = self.large.take() {
+            if filled < own.len() {
+                self.large = Some((own, filled));
+                return;
+            }
+            self.header_first = true;
+            match self.dec.decode_whole(bufpool::freeze(own)) {
+                Ok(frame) => ffp.handle_frame(&frame, now),
+                Err(e) => return frame_error(ffp, &e),
+            }
+        }
+        loop {
+            match self.dec.frame_len(&self.rbuf) {
+                Ok(Some(total)) if total >= OWN_BUFFER && self.rbuf.len() < total => {
+                    let mut own = bufpool::take(total);
+                    let have = self.rbuf.len();
+                    own[..have].copy_from_slice(&self.rbuf);
+                    self.rbuf.clear();
+                    self.large = Some((own, have));
+                    return;
+                }
+                Ok(_) => {}
+                Err(e) => return frame_error(ffp, &e),
+            }
+            match self.dec.decode(&mut self.rbuf) {
+                Ok(Some(frame)) => {
+                    self.header_first = false;
+                    ffp.handle_frame(&frame, now);
+                }
+                Ok(None) => return,
+                Err(e) => return frame_error(ffp, &e),
+            }
+        }
+    }
+
     async fn full_feature(&mut self, mut s: Session) {
         let cfg = &self.server.config.server;
         let luns = s
@@ -318,23 +369,12 @@ impl Conn {
                         ffp.complete(itt, c);
                     }
                 }
-                r = read_more(&mut self.rd, &mut self.rbuf) => {
+                r = read_more(&mut self.rd, &mut self.rbuf, &mut self.large, self.header_first) => {
                     match r {
                         Ok(0) | Err(_) => break,
                         Ok(_) => {}
                     }
-                    let now = Instant::now();
-                    loop {
-                        match self.dec.decode(&mut self.rbuf) {
-                            Ok(Some(frame)) => ffp.handle_frame(&frame, now),
-                            Ok(None) => break,
-                            Err(e) => {
-                                tracing::info!(error = %e, "framing error");
-                                ffp.handle_frame_error(&e);
-                                break;
-                            }
-                        }
-                    }
+                    self.receive(&mut ffp, Instant::now());
                 }
                 _ = tick.tick() => ffp.handle_tick(Instant::now()),
                 _ = s.stop.changed() => {
@@ -548,9 +588,29 @@ impl Conn {
 }
 
 /// Read more bytes into the buffer (cancellation safe).
-async fn read_more(rd: &mut OwnedReadHalf, buf: &mut BytesMut) -> std::io::Result<usize> {
+fn frame_error(ffp: &mut ffp::Connection, e: &iscsi_proto::FrameError) {
+    tracing::info!(error = %e, "framing error");
+    ffp.handle_frame_error(e);
+}
+
+/// Read what comes next: the rest of a large PDU into its own buffer (never past its end),
+/// or into the receive buffer (only a header, right after a large PDU).
+async fn read_more(
+    rd: &mut OwnedReadHalf,
+    buf: &mut BytesMut,
+    large: &mut Option<(Vec<u8>, usize)>,
+    header_first: bool,
+) -> std::io::Result<usize> {
+    if let Some((own, filled)) = large {
+        let n = rd.read(&mut own[*filled..]).await?;
+        *filled += n;
+        return Ok(n);
+    }
     if buf.capacity() - buf.len() < 4096 {
         buf.reserve(READ_CHUNK);
+    }
+    if header_first && buf.is_empty() {
+        return rd.read_buf(&mut (&mut *buf).limit(BHS_LEN)).await;
     }
     rd.read_buf(buf).await
 }

@@ -202,6 +202,53 @@ fn crc32c_digests_protect_commands() {
     }
 }
 
+/// PDUs of 64 KiB and more are received into buffers of their own: with digests, 1 MiB
+/// writes come back intact, and a large PDU whose data digest fails is rejected.
+#[test]
+fn large_pdus_with_digests_and_a_corrupted_one() {
+    let s = Server::start("");
+    let mut i = Initiator::connect(s.addr());
+    let mut keys = OPERATIONAL.to_vec();
+    keys.retain(|(k, _)| !k.ends_with("Digest"));
+    keys.extend([("HeaderDigest", "CRC32C"), ("DataDigest", "CRC32C")]);
+    assert_eq!(i.login("iqn.2026-11.test:host", IQN, &keys).status_class, 0);
+    i.clear_ua(0);
+    assert_eq!(i.max_send, 262_144);
+    for round in 0..3u32 {
+        // 1 MiB: 256 KiB immediate, then Data-Out PDUs of 256 KiB (first burst and R2Ts).
+        let data: Vec<u8> = (0..1u32 << 20)
+            .map(|x| (x.wrapping_mul(31) ^ round) as u8)
+            .collect();
+        let lba = 4096 * round;
+        let mut w = [0x2a, 0, 0, 0, 0, 0, 0, 0x08, 0, 0];
+        w[2..6].copy_from_slice(&lba.to_be_bytes());
+        assert_eq!(i.scsi(0, &w, &data, 1 << 20, false).status, 0);
+        let mut r = w;
+        r[0] = 0x28;
+        assert_eq!(i.scsi(0, &r, &[], 1 << 20, true).data, data);
+    }
+    // 64 KiB of immediate data with a corrupted data digest.
+    let cmd = Pdu::ScsiCommand(iscsi_proto::pdu::ScsiCommand {
+        final_bit: true,
+        write: true,
+        attr: 1,
+        itt: 4243,
+        expected_len: 65536,
+        cmd_sn: i.cmd_sn,
+        cdb: bytes::Bytes::copy_from_slice(&[0x2a, 0, 0, 0, 0, 0, 0, 0, 128, 0, 0, 0, 0, 0, 0, 0]),
+        data: bytes::Bytes::from(vec![5u8; 65536]),
+        ..Default::default()
+    });
+    let mut wire = i.enc.encode(&cmd).to_bytes().to_vec();
+    wire[48 + 4 + 1000] ^= 0x01;
+    i.send_raw(&wire);
+    match i.recv() {
+        Pdu::Reject(r) => assert_eq!(r.reason, 0x02),
+        other => panic!("expected a Reject, got {other:?}"),
+    }
+    assert!(i.closed(), "at ErrorRecoveryLevel 0 the connection closes");
+}
+
 #[test]
 fn session_reinstatement_closes_the_old_session() {
     let s = Server::start("");

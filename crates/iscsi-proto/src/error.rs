@@ -39,6 +39,15 @@ pub enum FrameError {
         /// The header of the PDU whose data was corrupted.
         bhs: Bhs,
     },
+    /// A buffer handed over as one whole PDU does not hold exactly one (the receiver lost
+    /// track of the stream: the connection is closed).
+    #[error("a PDU of {want} bytes was received as {len} bytes")]
+    WrongLength {
+        /// Bytes received.
+        len: usize,
+        /// Bytes the header announces (0: no whole header).
+        want: usize,
+    },
 }
 
 /// Reject reason codes (RFC 7143 section 11.17.1).

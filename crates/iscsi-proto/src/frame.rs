@@ -65,10 +65,22 @@ impl FrameDecoder {
     /// Take one PDU from the front of `buf`. `Ok(None)` means more bytes are needed (and
     /// `buf` has been reserved for them). Lengths are checked before the body is awaited.
     pub fn decode(&self, buf: &mut BytesMut) -> Result<Option<Frame>, FrameError> {
+        let Some(total) = self.frame_len(buf)? else {
+            return Ok(None);
+        };
+        if buf.len() < total {
+            buf.reserve(total - buf.len());
+            return Ok(None);
+        }
+        self.decode_whole(buf.split_to(total).freeze()).map(Some)
+    }
+
+    /// The length of the PDU that starts `buf` (header, data segment, padding and digests),
+    /// once its BHS is there; its data segment length is checked against the limit.
+    pub fn frame_len(&self, buf: &[u8]) -> Result<Option<usize>, FrameError> {
         let Ok((_, bhs)) = Bhs::parse(buf) else {
             return Ok(None);
         };
-        let ahs_len = bhs.total_ahs_len();
         let dsl = bhs.data_segment_len();
         if dsl > self.max_data_segment {
             return Err(FrameError::DataSegmentTooLong {
@@ -77,39 +89,73 @@ impl FrameDecoder {
                 max: self.max_data_segment,
             });
         }
-        let hd = if self.digests.header { DIGEST_LEN } else { 0 };
-        let padded = pad_len(dsl) + dsl;
-        let dd = if self.digests.data && dsl > 0 {
-            DIGEST_LEN
-        } else {
-            0
+        Ok(Some(self.lengths(&bhs).total))
+    }
+
+    /// Decode exactly one whole PDU (as measured by [`FrameDecoder::frame_len`]), received
+    /// into a buffer of its own: its digests are checked, and the frame's parts are slices
+    /// of `pdu`.
+    pub fn decode_whole(&self, pdu: Bytes) -> Result<Frame, FrameError> {
+        let len = pdu.len();
+        let Ok((_, bhs)) = Bhs::parse(&pdu) else {
+            return Err(FrameError::WrongLength { len, want: 0 });
         };
-        let total = BHS_LEN + ahs_len + hd + padded + dd;
-        if buf.len() < total {
-            buf.reserve(total - buf.len());
-            return Ok(None);
+        let l = self.lengths(&bhs);
+        if len != l.total {
+            return Err(FrameError::WrongLength { len, want: l.total });
         }
-        let pdu = buf.split_to(total).freeze();
-        let header_end = BHS_LEN + ahs_len;
-        if hd > 0 {
-            let want = crc32c::crc32c(&pdu[..header_end]);
-            if read_digest(&pdu[header_end..header_end + 4]) != want {
+        if l.header_digest {
+            let want = crc32c::crc32c(&pdu[..l.header_end]);
+            if read_digest(&pdu[l.header_end..l.header_end + 4]) != want {
                 return Err(FrameError::HeaderDigest);
             }
         }
-        let data_start = header_end + hd;
-        if dd > 0 {
-            let want = crc32c::crc32c(&pdu[data_start..data_start + padded]);
-            if read_digest(&pdu[data_start + padded..]) != want {
+        if l.data_digest {
+            let end = l.data_start + l.padded;
+            let want = crc32c::crc32c(&pdu[l.data_start..end]);
+            if read_digest(&pdu[end..]) != want {
                 return Err(FrameError::DataDigest { bhs });
             }
         }
-        Ok(Some(Frame {
+        Ok(Frame {
             bhs,
-            ahs: pdu.slice(BHS_LEN..header_end),
-            data: pdu.slice(data_start..data_start + dsl),
-        }))
+            ahs: pdu.slice(BHS_LEN..l.header_end),
+            data: pdu.slice(l.data_start..l.data_start + l.dsl),
+        })
     }
+
+    fn lengths(&self, bhs: &Bhs) -> Lengths {
+        let header_end = BHS_LEN + bhs.total_ahs_len();
+        let dsl = bhs.data_segment_len();
+        let header_digest = self.digests.header;
+        let data_digest = self.digests.data && dsl > 0;
+        let data_start = header_end + if header_digest { DIGEST_LEN } else { 0 };
+        let padded = pad_len(dsl) + dsl;
+        Lengths {
+            header_end,
+            header_digest,
+            data_start,
+            dsl,
+            padded,
+            data_digest,
+            total: data_start + padded + if data_digest { DIGEST_LEN } else { 0 },
+        }
+    }
+}
+
+/// Where the parts of one PDU lie.
+struct Lengths {
+    /// End of the BHS and AHS.
+    header_end: usize,
+    header_digest: bool,
+    /// Start of the data segment (after the header digest).
+    data_start: usize,
+    /// Data segment length, unpadded.
+    dsl: usize,
+    /// Padded data segment length.
+    padded: usize,
+    data_digest: bool,
+    total: usize,
 }
 
 /// The CRC32C value goes on the wire least significant byte first (RFC 3720 appendix B.4:
@@ -329,6 +375,70 @@ mod tests {
         assert!(matches!(
             dec.decode(&mut bad_data),
             Err(FrameError::DataDigest { .. })
+        ));
+    }
+
+    #[test]
+    fn a_whole_pdu_received_into_its_own_buffer_decodes_alike() {
+        let data: Vec<u8> = (0..70_001u32).map(|x| (x % 251) as u8).collect();
+        for digests in [
+            Digests::default(),
+            Digests {
+                header: true,
+                data: true,
+            },
+        ] {
+            let mut enc = FrameEncoder::new(digests);
+            let pdu = Pdu::NopOut(NopOut {
+                immediate: true,
+                itt: 9,
+                ttt: 0xffff_ffff,
+                data: Bytes::from(data.clone()),
+                ..Default::default()
+            });
+            let wire = enc.encode(&pdu).to_bytes();
+            let dec = FrameDecoder {
+                digests,
+                max_data_segment: 1 << 20,
+            };
+            assert_eq!(
+                dec.frame_len(&wire[..47]).unwrap(),
+                None,
+                "no whole BHS yet"
+            );
+            assert_eq!(dec.frame_len(&wire[..48]).unwrap(), Some(wire.len()));
+            let frame = dec.decode_whole(wire.clone()).unwrap();
+            assert_eq!(frame.pdu().unwrap(), pdu);
+            assert_eq!(
+                dec.decode_whole(wire.slice(..wire.len() - 1)).unwrap_err(),
+                FrameError::WrongLength {
+                    len: wire.len() - 1,
+                    want: wire.len()
+                }
+            );
+            if digests.data {
+                let mut bad = wire.to_vec();
+                bad[100] ^= 1;
+                assert!(matches!(
+                    dec.decode_whole(Bytes::from(bad)),
+                    Err(FrameError::DataDigest { .. })
+                ));
+            }
+        }
+        let small = FrameDecoder {
+            digests: Digests::default(),
+            max_data_segment: 8192,
+        };
+        let mut enc = FrameEncoder::default();
+        let wire = enc
+            .encode(&Pdu::NopOut(NopOut {
+                data: Bytes::from(data),
+                ..Default::default()
+            }))
+            .to_bytes();
+        assert!(matches!(
+            small.frame_len(&wire[..48]),
+            Err(FrameError::DataSegmentTooLong { len: 70_001, .. })
         ));
     }
 

@@ -1,12 +1,14 @@
-//! Reuse of large read buffers. A read of [`MIN_POOLED`] bytes or more takes a buffer of its
+//! Reuse of large I/O buffers. A read of [`MIN_POOLED`] bytes or more takes a buffer of its
 //! exact size from here, and the buffer comes back when the last Data-In PDU holding it has
 //! been sent (it is the owner of the response's `Bytes`). A fresh buffer per command costs a
 //! memset and, for sizes the allocator maps, page faults on every use: about a fifth of the
-//! target's CPU time in a 1 MiB read benchmark on a RAM-backed LUN.
+//! target's CPU time in a 1 MiB read benchmark on a RAM-backed LUN. The connection receives
+//! large PDUs (write data) into buffers from here too; they come back when the write is done
+//! with the data.
 //!
-//! A reused buffer holds the data of an earlier read (of any LUN) until the device's
-//! `read_at`, which fills the whole buffer or fails, overwrites it; a failed read's buffer
-//! goes back to the pool unseen.
+//! A reused buffer holds the data of an earlier use (of any LUN or connection) until it is
+//! filled: by the device's `read_at`, which fills the whole buffer or fails, or by the
+//! socket; a buffer not filled goes back to the pool unseen.
 
 use std::{
     collections::HashMap,
@@ -16,7 +18,7 @@ use std::{
 use bytes::Bytes;
 
 /// Reads smaller than this get a fresh zeroed buffer.
-pub(crate) const MIN_POOLED: usize = 64 * 1024;
+pub const MIN_POOLED: usize = 64 * 1024;
 /// Idle buffers kept, in bytes, over all sizes.
 const MAX_IDLE: usize = 32 << 20;
 
@@ -34,7 +36,7 @@ fn pool() -> MutexGuard<'static, Option<Pool>> {
 }
 
 /// A buffer of `len` bytes to read into (its contents are to be overwritten).
-pub(crate) fn take(len: usize) -> Vec<u8> {
+pub fn take(len: usize) -> Vec<u8> {
     if len >= MIN_POOLED
         && let Some(p) = pool().as_mut()
         && let Some(v) = p.idle.get_mut(&len).and_then(Vec::pop)
@@ -71,7 +73,7 @@ impl Drop for Pooled {
 }
 
 /// The filled buffer as the response's data.
-pub(crate) fn freeze(v: Vec<u8>) -> Bytes {
+pub fn freeze(v: Vec<u8>) -> Bytes {
     if v.len() >= MIN_POOLED {
         Bytes::from_owner(Pooled(v))
     } else {
@@ -80,7 +82,7 @@ pub(crate) fn freeze(v: Vec<u8>) -> Bytes {
 }
 
 /// A buffer that was not used goes back (a failed read).
-pub(crate) fn put_back(v: Vec<u8>) {
+pub fn put_back(v: Vec<u8>) {
     if v.len() >= MIN_POOLED {
         give_back(v);
     }

@@ -6,7 +6,7 @@
 //! transport alone deals with transport failures.
 #![warn(missing_docs)]
 
-mod bufpool;
+pub mod bufpool;
 mod cdb;
 mod cmd;
 mod lock;

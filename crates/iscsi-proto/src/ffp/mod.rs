@@ -250,6 +250,9 @@ impl Connection {
                 self.reject(bhs, RejectReason::ProtocolError);
                 self.close(CloseReason::ProtocolError("data segment too long"));
             }
+            FrameError::WrongLength { .. } => {
+                self.close(CloseReason::ProtocolError("PDU boundary lost"));
+            }
         }
     }
 
