@@ -111,6 +111,19 @@ impl BlockDevice for Recorder {
     }
 }
 
+/// Chunk `c` was saved, then made durable, then overwritten.
+fn assert_saved_before_overwritten(log: &[Event], c: u64) {
+    let saved = log.iter().position(|e| *e == Event::StoreWrite(c)).unwrap();
+    let written = log
+        .iter()
+        .position(|e| *e == Event::OriginWrite(c))
+        .unwrap();
+    assert!(
+        log[saved..written].contains(&Event::StoreFlush),
+        "chunk {c}: {log:?}"
+    );
+}
+
 fn write(v: &Volume, off: u64, len: usize, byte: u8, fua: bool) {
     v.write_at(&[Bytes::from(vec![byte; len])], off, fua)
         .unwrap();
@@ -192,15 +205,7 @@ fn a_batch_of_scattered_chunks_is_saved_with_one_commit() {
             vec![b'c'; 4096],
             "chunk {c} of the origin"
         );
-        let saved = log.iter().position(|e| *e == Event::StoreWrite(c)).unwrap();
-        let written = log
-            .iter()
-            .position(|e| *e == Event::OriginWrite(c))
-            .unwrap();
-        assert!(
-            log[saved..written].contains(&Event::StoreFlush),
-            "chunk {c}: {log:?}"
-        );
+        assert_saved_before_overwritten(&log, c);
     }
 }
 
@@ -277,17 +282,8 @@ fn held_first_writes_share_one_commit_and_reach_the_origin_only_after_it() {
         flushes, 2,
         "one commit for the first write, one for the 15 held behind it: {log:?}"
     );
-    // Each chunk: saved, then made durable, then overwritten.
     for c in 0..16 {
-        let saved = log.iter().position(|e| *e == Event::StoreWrite(c)).unwrap();
-        let written = log
-            .iter()
-            .position(|e| *e == Event::OriginWrite(c))
-            .unwrap();
-        assert!(
-            log[saved..written].contains(&Event::StoreFlush),
-            "chunk {c}: {log:?}"
-        );
+        assert_saved_before_overwritten(&log, c);
     }
     assert_eq!(
         read(&**r.origin.base(), 5 * CHUNK + 512, 4096),
