@@ -2,7 +2,8 @@
 //! digests, under a MaxRecvDataSegmentLength taken from the input) and the PDU parser.
 //! Every PDU that decodes is encoded again, framed again and decoded again, and must come
 //! back equal; feeding the same bytes in pieces must give the same PDUs as feeding them
-//! whole.
+//! whole, and so must measuring each PDU and decoding it from a buffer of its own (as the
+//! server receives large PDUs).
 //!
 //! Input: byte 0 selects the digests (bits 0-1), the data segment limit (bits 2-4; 7 means
 //! "the next three bytes, big-endian") and how the stream is cut for the piecewise feed
@@ -81,6 +82,34 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(
         whole, pieces,
         "piecewise decoding differs from whole decoding"
+    );
+
+    // Each PDU measured by its header, then decoded from a buffer of its own.
+    let mut own = Vec::new();
+    let mut at = 0;
+    while own.len() < MAX_PDUS {
+        match dec.frame_len(&rest[at..]) {
+            Ok(Some(total)) if rest.len() - at >= total => {
+                let pdu = bytes::Bytes::copy_from_slice(&rest[at..at + total]);
+                at += total;
+                match dec.decode_whole(pdu) {
+                    Ok(f) => own.push(Ok((f.bhs, f.ahs, f.data))),
+                    Err(e) => {
+                        own.push(Err(e));
+                        break;
+                    }
+                }
+            }
+            Ok(_) => break,
+            Err(e) => {
+                own.push(Err(e));
+                break;
+            }
+        }
+    }
+    assert_eq!(
+        whole, own,
+        "decoding from buffers of their own differs from whole decoding"
     );
 
     for item in &whole {
