@@ -54,6 +54,8 @@ struct State {
     in_flight: usize,
     /// The shipper waits for an entry: the next push wakes it.
     shipper_waiting: bool,
+    /// Holds in force (a consistent cut): nothing is handed to the shipper.
+    holds: usize,
     closed: bool,
 }
 
@@ -133,12 +135,20 @@ impl Journal {
         let mut st = self.st();
         let deadline = Instant::now() + timeout;
         let mut waited = false;
+        let mut gathered = false;
         loop {
             if st.closed {
                 return false;
             }
-            if st.in_flight == 0 && !st.entries.is_empty() {
-                break;
+            if st.holds == 0 && st.in_flight == 0 && !st.entries.is_empty() {
+                if !waited || gathered || gather.is_zero() || st.bytes >= self.max_bytes / 4 {
+                    break;
+                }
+                drop(st);
+                std::thread::sleep(gather);
+                st = self.st();
+                gathered = true;
+                continue;
             }
             let now = Instant::now();
             if now >= deadline {
@@ -152,14 +162,6 @@ impl Journal {
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .0;
             st.shipper_waiting = false;
-        }
-        if waited && !gather.is_zero() && st.bytes < self.max_bytes / 4 {
-            drop(st);
-            std::thread::sleep(gather);
-            st = self.st();
-            if st.closed {
-                return false;
-            }
         }
         let mut bytes = 0;
         for e in &st.entries {
@@ -183,6 +185,27 @@ impl Journal {
             }
         }
         st.in_flight = 0;
+        self.cv.notify_all();
+    }
+
+    /// Hand nothing more to the shipper until [`Journal::release`], once the batch in
+    /// flight is applied: the members of a consistent group leave the journal one by one at
+    /// a cut, and no target may move past the cut meanwhile.
+    pub fn hold(&self) {
+        let mut st = self.st();
+        st.holds += 1;
+        while st.in_flight > 0 && !st.closed {
+            st = self
+                .cv
+                .wait(st)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+    }
+
+    /// End a [`Journal::hold`].
+    pub fn release(&self) {
+        let mut st = self.st();
+        st.holds = st.holds.saturating_sub(1);
         self.cv.notify_all();
     }
 
@@ -300,6 +323,15 @@ mod tests {
         );
         j.applied(1);
         assert_eq!(j.lag().0, 40, "the entry not applied is given back");
+        j.hold();
+        assert!(
+            !j.next_batch(Duration::from_millis(10), Duration::ZERO, &mut again),
+            "nothing is handed out while held"
+        );
+        j.release();
+        assert!(j.next_batch(Duration::from_millis(10), Duration::ZERO, &mut again));
+        assert_eq!(again.len(), 1);
+        j.applied(0);
         assert_eq!(j.take(2).len(), 1);
         assert!(j.drain(Duration::from_millis(10)));
         assert_eq!(j.lag().0, 0);

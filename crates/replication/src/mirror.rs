@@ -300,6 +300,14 @@ impl Mirror {
             .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(g);
     }
 
+    /// Hold the pair's asynchronous journal (see [`Journal::hold`]); the journal, to
+    /// release it.
+    pub fn hold_journal(&self) -> Option<Arc<Journal>> {
+        let j = self.current_journal()?;
+        j.hold();
+        Some(j)
+    }
+
     fn current_journal(&self) -> Option<Arc<Journal>> {
         self.journal
             .read()

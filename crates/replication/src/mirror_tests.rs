@@ -192,6 +192,44 @@ fn async_shipper_sends_adjacent_writes_as_one() {
     );
 }
 
+/// Two pairs on one journal (a consistent group) stop one after the other at a cut: with
+/// the journal held, the second target does not move while the first pair leaves.
+#[test]
+fn a_held_group_journal_ships_nothing_while_its_pairs_leave() {
+    let (src_a, tgt_a, slow_a, a) = pair(Mode::Asynchronous);
+    let (src_b, tgt_b, slow_b, b) = pair(Mode::Asynchronous);
+    a.resync(&|_, _| {}, &|| false).unwrap();
+    b.resync(&|_, _| {}, &|| false).unwrap();
+    let g = crate::mirror::JournalGroup::new(64 << 20);
+    a.switch_journal(Some(g.clone()));
+    b.switch_journal(Some(g.clone()));
+    for d in [&slow_a, &slow_b] {
+        d.latency_us.store(1000, Ordering::Relaxed);
+    }
+    for i in 0..24u64 {
+        w(&*src_a, i * CHUNK, 512, 1 + i as u8).unwrap();
+        w(&*src_b, i * CHUNK, 512, 1 + i as u8).unwrap();
+    }
+    let shipped = |t: &Volume| {
+        let img = all(&**t.base());
+        (0..24u64)
+            .take_while(|&i| img[(i * CHUNK) as usize] != 0)
+            .count()
+    };
+    let held = a.hold_journal().expect("a journal");
+    let before_b = shipped(&tgt_b);
+    a.stop_following(CopyState::Fractured);
+    std::thread::sleep(Duration::from_millis(50));
+    assert_eq!(
+        shipped(&tgt_b),
+        before_b,
+        "the held journal shipped nothing of B while A left"
+    );
+    b.stop_following(CopyState::Fractured);
+    held.release();
+    assert!(shipped(&tgt_b) <= shipped(&tgt_a), "B never ahead of A");
+}
+
 #[test]
 fn failing_async_target_breaks_the_pair_and_unshipped_writes_resync() {
     let (src, tgt, faulty, m) = pair(Mode::Asynchronous);

@@ -447,9 +447,23 @@ impl ReplicationService {
                         }
                     })?;
                 }
-                self.with_barrier(cat, members, cut, |svc, cat, m, locked| {
+                // Pairs that stop without draining leave a group journal one by one: the
+                // journal ships nothing meanwhile, so no target moves past the cut.
+                let held: Vec<_> = if cut && !matches!(op, Split | Failover) {
+                    members
+                        .iter()
+                        .filter_map(|&m| self.mirror(m).ok()?.hold_journal())
+                        .collect()
+                } else {
+                    Vec::new()
+                };
+                let stopped = self.with_barrier(cat, members, cut, |svc, cat, m, locked| {
                     svc.stop_flow(cat, m, op, state, locked)
-                })?;
+                });
+                for j in held {
+                    j.release();
+                }
+                stopped?;
                 for m in members {
                     if let Some(s) = cat.syncs.get_mut(m) {
                         match op {
