@@ -202,7 +202,7 @@ fn a_held_group_journal_ships_nothing_while_its_pairs_leave() {
     b.resync(&|_, _| {}, &|| false).unwrap();
     let g = crate::mirror::JournalGroup::new(64 << 20);
     a.switch_journal(Some(g.clone()));
-    b.switch_journal(Some(g.clone()));
+    b.switch_journal(Some(g));
     for d in [&slow_a, &slow_b] {
         d.latency_us.store(1000, Ordering::Relaxed);
     }
