@@ -258,7 +258,14 @@ name = "asrc"
                 }
             })
         };
-        std::thread::sleep(Duration::from_millis(150 + u64::from(round % 5) * 60));
+        // The kill comes while writes flow: after the first acknowledgement (login and unit
+        // attentions can take a while on a loaded machine), at a delay that varies by round.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while acked.lock().unwrap().is_empty() && !writer.is_finished() && Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        std::thread::sleep(Duration::from_millis(50 + u64::from(round % 5) * 60));
         let pid = s.pid();
         // SAFETY: kill(2) on the server this test started.
         unsafe {

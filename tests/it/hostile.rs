@@ -270,9 +270,12 @@ fn cmdsn_outside_the_window_and_unknown_transfer_tags() {
 fn commands_beyond_max_cmdsn_are_not_executed() {
     let s = server();
     let mut i = logged_in(&s);
-    // queue_depth = 8: eight writes in the window, then eight beyond it, all sent at once.
+    // queue_depth = 8: eight writes in the window, then eight beyond it, all sent at once
+    // (one write to the socket, so that the target reads them before any completes and
+    // widens the window).
     let start = i.cmd_sn;
     let mut itts = Vec::new();
+    let mut wire = Vec::new();
     for k in 0..16u32 {
         let itt = i.itt();
         itts.push(itt);
@@ -280,7 +283,7 @@ fn commands_beyond_max_cmdsn_are_not_executed() {
         cdb[0] = 0x2a;
         cdb[2..6].copy_from_slice(&(10_000 + k).to_be_bytes());
         cdb[8] = 1;
-        i.send(&Pdu::ScsiCommand(ScsiCommand {
+        let cmd = Pdu::ScsiCommand(ScsiCommand {
             final_bit: true,
             write: true,
             attr: 1,
@@ -291,8 +294,10 @@ fn commands_beyond_max_cmdsn_are_not_executed() {
             cdb: Bytes::copy_from_slice(&cdb),
             data: Bytes::from(vec![0xee; 512]),
             ..Default::default()
-        }));
+        });
+        wire.extend_from_slice(&i.enc.encode(&cmd).to_bytes());
     }
+    i.send_raw(&wire);
     let mut answered = 0;
     let mut max_cmd_sn = 0;
     while let Some(p) = i.recv_within(Duration::from_millis(700)) {

@@ -21,11 +21,16 @@ const CHUNKS: u64 = 32;
 const SIZE: u64 = CHUNKS * CHUNK;
 
 fn pair(mode: Mode) -> (Arc<Volume>, Arc<Volume>, Arc<FaultyDevice>, Arc<Mirror>) {
+    pair_with_id(mode, 1)
+}
+
+/// A pair with relationship id `id` (pairs sharing a journal need distinct ids).
+fn pair_with_id(mode: Mode, id: u64) -> (Arc<Volume>, Arc<Volume>, Arc<FaultyDevice>, Arc<Mirror>) {
     let src = Volume::new("src", Arc::new(MemDevice::new(SIZE)));
     let faulty = FaultyDevice::new(Arc::new(MemDevice::new(SIZE)));
     let tgt = Volume::new("tgt", faulty.clone());
     let m = Mirror::new(
-        1,
+        id,
         src.clone(),
         tgt.clone(),
         mode,
@@ -196,8 +201,8 @@ fn async_shipper_sends_adjacent_writes_as_one() {
 /// the journal held, the second target does not move while the first pair leaves.
 #[test]
 fn a_held_group_journal_ships_nothing_while_its_pairs_leave() {
-    let (src_a, tgt_a, slow_a, a) = pair(Mode::Asynchronous);
-    let (src_b, tgt_b, slow_b, b) = pair(Mode::Asynchronous);
+    let (src_a, tgt_a, slow_a, a) = pair_with_id(Mode::Asynchronous, 1);
+    let (src_b, tgt_b, slow_b, b) = pair_with_id(Mode::Asynchronous, 2);
     a.resync(&|_, _| {}, &|| false).unwrap();
     b.resync(&|_, _| {}, &|| false).unwrap();
     let g = crate::mirror::JournalGroup::new(64 << 20);
