@@ -2,13 +2,17 @@
 //! source and the guard of the target, the threads that apply synchronous target writes,
 //! and the thread that ships an asynchronous journal.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{Arc, RwLock},
+    time::Duration,
+};
 
 use blockdev::{BlockError, BlockErrorKind};
 use crossbeam_channel::{Receiver, bounded};
 
 use super::{JournalGroup, Mirror, TargetGuard, TargetJob, TargetWrite, failed_state};
 use crate::{
+    al::ActivityLog,
     journal::{Entry, EntryKind, SHIP_GATHER},
     types::{CopyState, Mode},
     volume::{Pending, Volume, Write, WriteHook, WriteKind, read_only},
@@ -111,14 +115,16 @@ fn adjacent_run(entries: &[Entry]) -> usize {
 /// The most bytes one vectored write to an asynchronous target carries.
 const RUN_BYTES: u64 = 4 << 20;
 
-impl WriteHook for Mirror {
-    fn prepare(&self, vol: &Volume, w: &Write<'_>) -> blockdev::Result<()> {
-        if self.state() == CopyState::Failedover {
-            // Split-brain safety: the old primary is fenced while the target is primary.
-            return Err(read_only("source is fenced: the mirror has failed over"));
-        }
-        let al = self
-            .al
+impl Mirror {
+    /// Record `w`'s extent in activity log `al` (the source's or the target's), if the
+    /// pair keeps one, before the write is issued.
+    fn log_extent(
+        &self,
+        al: &RwLock<Option<Arc<ActivityLog>>>,
+        vol: &Volume,
+        w: &Write<'_>,
+    ) -> blockdev::Result<()> {
+        let al = al
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone();
@@ -127,6 +133,16 @@ impl WriteHook for Mirror {
                 .map_err(|e| BlockError::io(e, format!("activity log of {}", vol.name)))?;
         }
         Ok(())
+    }
+}
+
+impl WriteHook for Mirror {
+    fn prepare(&self, vol: &Volume, w: &Write<'_>) -> blockdev::Result<()> {
+        if self.state() == CopyState::Failedover {
+            // Split-brain safety: the old primary is fenced while the target is primary.
+            return Err(read_only("source is fenced: the mirror has failed over"));
+        }
+        self.log_extent(&self.al, vol, w)
     }
 
     fn prepare_nowait(&self, _vol: &Volume, w: &Write<'_>) -> bool {
@@ -260,16 +276,7 @@ impl WriteHook for TargetGuard {
             | CopyState::Prepared => {
                 // The write is in the target's activity log before it is issued, so a
                 // crash cannot lose its tracking.
-                let al = self
-                    .0
-                    .target_al
-                    .read()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .clone();
-                if let Some(al) = al {
-                    al.touch(w.offset, w.len, &|| self.0.save_bitmaps())
-                        .map_err(|e| BlockError::io(e, format!("activity log of {}", vol.name)))?;
-                }
+                self.0.log_extent(&self.0.target_al, vol, w)?;
                 Ok(())
             }
             _ => Err(read_only(

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use crate::{
     CopyState, Mode, SyncType,
-    service::{Catalog, MethodError, ReplicationService},
+    service::{Catalog, GroupSyncRec, MethodError, ReplicationService},
 };
 
 impl ReplicationService {
@@ -53,7 +53,7 @@ impl ReplicationService {
         id: u64,
         pairs: &[u64],
     ) -> Result<(), MethodError> {
-        let g = cat.group_syncs[&id].clone();
+        let g = group_sync(cat, id)?;
         for p in pairs {
             let s = cat
                 .syncs
@@ -114,7 +114,7 @@ impl ReplicationService {
         id: u64,
         pairs: &[u64],
     ) -> Result<(), MethodError> {
-        let g = cat.group_syncs[&id].clone();
+        let g = group_sync(cat, id)?;
         for p in pairs {
             if !g.members.contains(p) {
                 return Err(MethodError::invalid(
@@ -182,6 +182,16 @@ impl ReplicationService {
             Ok(())
         })
     }
+}
+
+/// Group relationship `id` (the caller checked that it exists).
+fn group_sync(cat: &Catalog, id: u64) -> Result<GroupSyncRec, MethodError> {
+    cat.group_syncs.get(&id).cloned().ok_or_else(|| {
+        MethodError::invalid(
+            "Synchronization",
+            format!("no group relationship sync:{id}"),
+        )
+    })
 }
 
 /// Records pair `p`'s group relationship; its source and target volumes.
