@@ -312,25 +312,25 @@ impl Conn {
             }
         }
         loop {
-            match self.dec.frame_len(&self.rbuf) {
-                Ok(Some(total)) if total >= OWN_BUFFER && self.rbuf.len() < total => {
-                    let mut own = bufpool::take(total);
-                    let have = self.rbuf.len();
-                    own[..have].copy_from_slice(&self.rbuf);
-                    self.rbuf.clear();
-                    self.large = Some((own, have));
-                    return;
-                }
-                Ok(_) => {}
-                Err(e) => return frame_error(ffp, &e),
-            }
-            match self.dec.decode(&mut self.rbuf) {
+            match self.dec.decode_ready(&mut self.rbuf) {
                 Ok(Some(frame)) => {
                     self.header_first = false;
                     ffp.handle_frame(&frame, now);
                 }
-                Ok(None) => return,
+                Ok(None) => break,
                 Err(e) => return frame_error(ffp, &e),
+            }
+        }
+        // An incomplete PDU: a large one goes on into a buffer of its own, a small one here.
+        if let Ok(Some(total)) = self.dec.frame_len(&self.rbuf) {
+            let have = self.rbuf.len();
+            if total >= OWN_BUFFER && have < total {
+                let mut own = bufpool::take(total);
+                own[..have].copy_from_slice(&self.rbuf);
+                self.rbuf.clear();
+                self.large = Some((own, have));
+            } else {
+                self.rbuf.reserve(total.saturating_sub(have));
             }
         }
     }

@@ -65,19 +65,50 @@ impl FrameDecoder {
     /// Take one PDU from the front of `buf`. `Ok(None)` means more bytes are needed (and
     /// `buf` has been reserved for them). Lengths are checked before the body is awaited.
     pub fn decode(&self, buf: &mut BytesMut) -> Result<Option<Frame>, FrameError> {
-        let Some(total) = self.frame_len(buf)? else {
+        let Some((bhs, l)) = self.measure(buf)? else {
             return Ok(None);
         };
-        if buf.len() < total {
-            buf.reserve(total - buf.len());
+        if buf.len() < l.total {
+            buf.reserve(l.total - buf.len());
             return Ok(None);
         }
-        self.decode_whole(buf.split_to(total).freeze()).map(Some)
+        self.cut(bhs, &l, buf.split_to(l.total).freeze()).map(Some)
+    }
+
+    /// [`FrameDecoder::decode`] without reserving room for an incomplete PDU: the caller
+    /// decides where its body goes (see [`FrameDecoder::frame_len`]).
+    pub fn decode_ready(&self, buf: &mut BytesMut) -> Result<Option<Frame>, FrameError> {
+        match self.measure(buf)? {
+            Some((bhs, l)) if buf.len() >= l.total => {
+                self.cut(bhs, &l, buf.split_to(l.total).freeze()).map(Some)
+            }
+            _ => Ok(None),
+        }
     }
 
     /// The length of the PDU that starts `buf` (header, data segment, padding and digests),
     /// once its BHS is there; its data segment length is checked against the limit.
     pub fn frame_len(&self, buf: &[u8]) -> Result<Option<usize>, FrameError> {
+        Ok(self.measure(buf)?.map(|(_, l)| l.total))
+    }
+
+    /// Decode exactly one whole PDU (as measured by [`FrameDecoder::frame_len`]), received
+    /// into a buffer of its own: its digests are checked, and the frame's parts are slices
+    /// of `pdu`.
+    pub fn decode_whole(&self, pdu: Bytes) -> Result<Frame, FrameError> {
+        let len = pdu.len();
+        let Some((bhs, l)) = self.measure(&pdu)? else {
+            return Err(FrameError::WrongLength { len, want: 0 });
+        };
+        if len != l.total {
+            return Err(FrameError::WrongLength { len, want: l.total });
+        }
+        self.cut(bhs, &l, pdu)
+    }
+
+    /// The header that starts `buf` and where the parts of its PDU lie, once the BHS is
+    /// there; the data segment length is checked against the limit.
+    fn measure(&self, buf: &[u8]) -> Result<Option<(Bhs, Lengths)>, FrameError> {
         let Ok((_, bhs)) = Bhs::parse(buf) else {
             return Ok(None);
         };
@@ -89,21 +120,12 @@ impl FrameDecoder {
                 max: self.max_data_segment,
             });
         }
-        Ok(Some(self.lengths(&bhs).total))
+        let l = self.lengths(&bhs);
+        Ok(Some((bhs, l)))
     }
 
-    /// Decode exactly one whole PDU (as measured by [`FrameDecoder::frame_len`]), received
-    /// into a buffer of its own: its digests are checked, and the frame's parts are slices
-    /// of `pdu`.
-    pub fn decode_whole(&self, pdu: Bytes) -> Result<Frame, FrameError> {
-        let len = pdu.len();
-        let Ok((_, bhs)) = Bhs::parse(&pdu) else {
-            return Err(FrameError::WrongLength { len, want: 0 });
-        };
-        let l = self.lengths(&bhs);
-        if len != l.total {
-            return Err(FrameError::WrongLength { len, want: l.total });
-        }
+    /// One whole PDU (`pdu` is exactly `l.total` bytes): digests checked, parts sliced.
+    fn cut(&self, bhs: Bhs, l: &Lengths, pdu: Bytes) -> Result<Frame, FrameError> {
         if l.header_digest {
             let want = crc32c::crc32c(&pdu[..l.header_end]);
             if read_digest(&pdu[l.header_end..l.header_end + 4]) != want {
@@ -325,9 +347,16 @@ mod tests {
         let dec = FrameDecoder::default();
         for cut in [0, 1, 47, 48, 57, 59] {
             let mut buf = BytesMut::from(&wire[..cut]);
+            assert!(
+                dec.decode_ready(&mut buf).unwrap().is_none(),
+                "cut at {cut}"
+            );
             assert!(dec.decode(&mut buf).unwrap().is_none(), "cut at {cut}");
             assert_eq!(buf.len(), cut);
         }
+        let mut whole = BytesMut::from(&wire[..]);
+        assert!(dec.decode_ready(&mut whole).unwrap().is_some());
+        assert!(whole.is_empty());
     }
 
     #[test]
