@@ -22,7 +22,7 @@ use bytes::{Bytes, BytesMut};
 use crate::{
     bitmap::{CHUNK, chunks},
     locks::{ChunkLocks, ExclusiveChunks},
-    writeback::{Held, Hold, WriteBack},
+    writeback::{Hold, WriteBack},
 };
 
 /// What a write does.
@@ -267,20 +267,6 @@ pub struct Volume {
 /// Reference point for write timestamps.
 static EPOCH: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
 
-/// Held writes as writes to apply.
-fn held_writes(batch: &[Arc<Held>]) -> Vec<Write<'_>> {
-    batch
-        .iter()
-        .map(|h| Write {
-            kind: WriteKind::Data(std::slice::from_ref(&h.data)),
-            offset: h.offset,
-            len: h.data.len() as u64,
-            fua: false,
-            locked: false,
-        })
-        .collect()
-}
-
 fn micros_now() -> u64 {
     EPOCH
         .get_or_init(std::time::Instant::now)
@@ -512,51 +498,31 @@ impl Volume {
         }
     }
 
-    /// The worker: held writes in order, a batch at a time. Each batch is prepared together
-    /// (one copy-on-write commit for all of its chunks), then applied in order by a second
-    /// thread while this one prepares the next batch. The two never touch the same chunk:
-    /// the chunks a batch writes were all saved when it was prepared, so the next batch's
-    /// copies are of other chunks.
+    /// The worker: apply held writes in order, a batch at a time, each batch prepared
+    /// together first (one copy-on-write commit for all of its chunks).
     fn apply_held(&self) {
-        type Prepared = (Vec<Arc<Held>>, Vec<Arc<dyn WriteHook>>);
-        let (tx, rx) = crossbeam_channel::bounded::<Prepared>(1);
-        std::thread::scope(move |s| {
-            let applier = std::thread::Builder::new()
-                .name("held-apply".into())
-                .spawn_scoped(s, move || {
-                    for (batch, hooks) in rx {
-                        self.apply_batch(&batch, &hooks);
-                    }
-                });
-            if let Err(e) = applier {
-                tracing::warn!(volume = %self.name, error = %e, "no second thread for held writes; preparing and applying in turn");
+        loop {
+            let batch = self.held.batch();
+            if batch.is_empty() {
+                return;
             }
-            loop {
-                let batch = self.held.batch();
-                if batch.is_empty() {
-                    break;
-                }
-                let hooks = self.hooks();
-                let writes = held_writes(&batch);
-                for h in &hooks {
-                    h.prepare_batch(self, &writes);
-                }
-                drop(writes);
-                // Without the applier (it could not start), apply here.
-                if let Err(e) = tx.send((batch, hooks)) {
-                    let (batch, hooks) = e.into_inner();
-                    self.apply_batch(&batch, &hooks);
-                }
+            let writes: Vec<Write<'_>> = batch
+                .iter()
+                .map(|h| Write {
+                    kind: WriteKind::Data(std::slice::from_ref(&h.data)),
+                    offset: h.offset,
+                    len: h.data.len() as u64,
+                    fua: false,
+                    locked: false,
+                })
+                .collect();
+            let hooks = self.hooks();
+            for h in &hooks {
+                h.prepare_batch(self, &writes);
             }
-            // The applier finishes what it was sent, then the scope ends.
-            drop(tx);
-        });
-    }
-
-    /// Apply a prepared batch of held writes, in order.
-    fn apply_batch(&self, batch: &[Arc<Held>], hooks: &[Arc<dyn WriteHook>]) {
-        for w in &held_writes(batch) {
-            self.held.applied(self.apply(w, hooks));
+            for w in &writes {
+                self.held.applied(self.apply(w, &hooks));
+            }
         }
     }
 

@@ -62,9 +62,6 @@ impl Held {
 struct State {
     /// In arrival order; the worker removes from the front once applied.
     queue: VecDeque<Arc<Held>>,
-    /// How many writes at the front of the queue the worker has taken (being prepared or
-    /// applied).
-    taken: usize,
     /// Held writes per chunk they touch.
     chunks: HashMap<u64, u32>,
     bytes: usize,
@@ -231,34 +228,25 @@ impl WriteBack {
             .map(|(kind, what)| BlockError::new(kind, format!("an earlier held write: {what}")))
     }
 
-    /// The worker's next batch: every write held now and not taken by an earlier batch,
-    /// still held (and visible to reads) until [`WriteBack::applied`]. Waits while earlier
-    /// batches are being applied and nothing new came. Empty when everything was applied
-    /// and nothing arrived for a while; the worker must then exit.
+    /// The worker's next batch: every write held now, still held (and visible to reads)
+    /// until [`WriteBack::applied`]. Empty when nothing arrived for a while; the worker must
+    /// then exit.
     pub fn batch(&self) -> Vec<Arc<Held>> {
         let mut st = self.st();
-        loop {
-            if st.queue.len() > st.taken {
-                let batch = st.queue.range(st.taken..).cloned().collect();
-                st.taken = st.queue.len();
-                return batch;
-            }
-            let idle = st.queue.is_empty();
+        if st.queue.is_empty() {
             st.worker_waiting = true;
-            st = if idle {
-                self.cv
-                    .wait_timeout(st, self.idle)
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .0
-            } else {
-                self.wait(st)
-            };
+            st = self
+                .cv
+                .wait_timeout(st, self.idle)
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .0;
             st.worker_waiting = false;
-            if idle && st.queue.is_empty() {
-                st.worker = false;
-                return Vec::new();
-            }
         }
+        if st.queue.is_empty() {
+            st.worker = false;
+            return Vec::new();
+        }
+        st.queue.iter().cloned().collect()
     }
 
     /// The write at the front has been applied (`outcome`).
@@ -267,7 +255,6 @@ impl WriteBack {
         let Some(h) = st.queue.pop_front() else {
             return;
         };
-        st.taken = st.taken.saturating_sub(1);
         if let Err(e) = outcome {
             tracing::error!(offset = h.offset, len = h.data.len(), error = %e, "a held write failed");
             st.failed.get_or_insert_with(|| (e.kind, e.to_string()));
@@ -332,16 +319,8 @@ mod tests {
         }
         assert_eq!(&buf, b"....aabbcc..");
         assert_eq!(wb.batch().len(), 2);
-        assert_eq!(wb.hold(&[Bytes::from_static(b"ee")], 40, true), Hold::Held);
-        let next = wb.batch();
-        assert_eq!(
-            next.iter().map(|h| h.offset).collect::<Vec<_>>(),
-            [40],
-            "the next batch holds only what no earlier batch took"
-        );
         wb.applied(Ok(()));
         wb.applied(Err(BlockError::new(BlockErrorKind::Io, "disk")));
-        wb.applied(Ok(()));
         assert!(wb.is_empty() && !wb.overlaps(0, 1));
         let e = wb.take_failure().expect("the failure is reported once");
         assert_eq!(e.kind, BlockErrorKind::Io);

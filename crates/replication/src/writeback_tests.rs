@@ -20,15 +20,13 @@ enum Event {
     OriginWrite(u64),
 }
 
-/// Records writes and flushes (by chunk) into a shared log; the store's flushes and the
-/// origin's writes can be held up.
+/// Records writes and flushes (by chunk) into a shared log; flushes can be held up.
 #[derive(Debug)]
 struct Recorder {
     inner: MemDevice,
     log: Arc<Mutex<Vec<Event>>>,
     origin: bool,
-    /// While set, a store flush or an origin write waits (and `blocked` says one is
-    /// waiting).
+    /// While set, a flush waits (and `blocked` says one is waiting).
     hold_flush: AtomicBool,
     blocked: Mutex<bool>,
     cv: Condvar,
@@ -57,17 +55,6 @@ impl Recorder {
             b = self.cv.wait(b).unwrap();
         }
     }
-
-    /// Wait while held up.
-    fn pass(&self) {
-        let mut b = self.blocked.lock().unwrap();
-        *b = true;
-        self.cv.notify_all();
-        while self.hold_flush.load(Ordering::SeqCst) {
-            b = self.cv.wait(b).unwrap();
-        }
-        *b = false;
-    }
 }
 
 impl BlockDevice for Recorder {
@@ -81,9 +68,6 @@ impl BlockDevice for Recorder {
 
     fn write_at(&self, bufs: &[Bytes], offset: u64, fua: bool) -> blockdev::Result<()> {
         let len = blockdev::total_len(bufs);
-        if self.origin {
-            self.pass();
-        }
         for c in crate::bitmap::chunks(offset, len) {
             self.log.lock().unwrap().push(if self.origin {
                 Event::OriginWrite(c)
@@ -96,7 +80,13 @@ impl BlockDevice for Recorder {
 
     fn flush(&self) -> blockdev::Result<()> {
         if !self.origin {
-            self.pass();
+            let mut b = self.blocked.lock().unwrap();
+            *b = true;
+            self.cv.notify_all();
+            while self.hold_flush.load(Ordering::SeqCst) {
+                b = self.cv.wait(b).unwrap();
+            }
+            *b = false;
             self.log.lock().unwrap().push(Event::StoreFlush);
         }
         self.inner.flush()
@@ -139,7 +129,6 @@ struct Rig {
     _dir: tempfile::TempDir,
     log: Arc<Mutex<Vec<Event>>>,
     store: Arc<Recorder>,
-    origin_dev: Arc<Recorder>,
     origin: Arc<Volume>,
     snap: Arc<Snapshot>,
     pool: Arc<Pool>,
@@ -148,8 +137,7 @@ struct Rig {
 fn rig() -> Rig {
     let dir = tempfile::tempdir().unwrap();
     let log = Arc::new(Mutex::new(Vec::new()));
-    let origin_dev = Recorder::new(&log, true);
-    let origin = Volume::new("v", origin_dev.clone());
+    let origin = Volume::new("v", Recorder::new(&log, true));
     write(&origin, 0, SIZE as usize, b'a', false);
     let pool = Arc::new(Pool::new("p", dir.path(), 0).unwrap());
     let store = Recorder::new(&log, false);
@@ -170,7 +158,6 @@ fn rig() -> Rig {
         _dir: dir,
         log,
         store,
-        origin_dev,
         origin,
         snap,
         pool,
@@ -206,48 +193,6 @@ fn a_batch_of_scattered_chunks_is_saved_with_one_commit() {
             "chunk {c} of the origin"
         );
         assert_saved_before_overwritten(&log, c);
-    }
-}
-
-#[test]
-fn the_next_batch_is_saved_while_the_previous_one_is_applied() {
-    let r = rig();
-    r.origin_dev.hold_flush.store(true, Ordering::SeqCst);
-    // The first batch is saved, then its write to the origin is held up...
-    write(&r.origin, 0, 4096, b'b', false);
-    r.origin_dev.wait_blocked();
-    // ...while first writes to four more chunks arrive: they are saved meanwhile.
-    for c in 1..5 {
-        write(&r.origin, c * CHUNK, 4096, b'c', false);
-    }
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while r.snap.preserved_chunks() < 5 && std::time::Instant::now() < deadline {
-        std::thread::sleep(std::time::Duration::from_millis(1));
-    }
-    assert_eq!(
-        r.snap.preserved_chunks(),
-        5,
-        "the second batch is saved while the first is still being applied"
-    );
-    assert!(
-        !r.log.lock().unwrap().contains(&Event::OriginWrite(0)),
-        "the first write is still held up"
-    );
-    r.origin_dev.release();
-    r.origin.flush().unwrap();
-    let log = r.log.lock().unwrap().clone();
-    let order: Vec<u64> = log
-        .iter()
-        .filter_map(|e| match e {
-            Event::OriginWrite(c) => Some(*c),
-            _ => None,
-        })
-        .collect();
-    assert_eq!(order, [0, 1, 2, 3, 4], "applied in arrival order: {log:?}");
-    for c in 0..5 {
-        let byte = if c == 0 { b'b' } else { b'c' };
-        assert_eq!(read(&**r.origin.base(), c * CHUNK, 4096), vec![byte; 4096]);
-        assert_eq!(read(&*r.snap.view(), c * CHUNK, 4096), vec![b'a'; 4096]);
     }
 }
 
