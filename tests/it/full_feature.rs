@@ -115,6 +115,48 @@ fn lun_reset_then_unit_attention() {
     );
 }
 
+/// An ABORT TASK for a write the target already answered: the task does not exist
+/// (libiscsi's iSCSITMF.AbortTaskSimpleAsync fails on "function complete" after a GOOD).
+/// Then one for a CmdSN never sent but inside the window: function complete, and the
+/// window moves past it so the next command runs.
+#[test]
+fn abort_task_after_the_answer_and_before_the_command() {
+    let s = Server::start("");
+    let mut i = logged_in(&s);
+    let write10 = [0x2a, 0, 0, 0, 0, 0, 0, 0, 8, 0];
+    let cmd_sn = i.cmd_sn;
+    let t = i.scsi(0, &write10, &[0x5a; 4096], 4096, false);
+    assert_eq!(t.status, 0);
+    let written = i.itt() - 1;
+    let abort = |i: &mut Initiator, itt, referenced, ref_cmd_sn| {
+        let tmf = TaskMgmtRequest {
+            immediate: true,
+            function: 1,
+            itt,
+            referenced_task_tag: referenced,
+            cmd_sn: i.cmd_sn,
+            ref_cmd_sn,
+            exp_stat_sn: i.exp_stat_sn,
+            ..Default::default()
+        };
+        i.send(&Pdu::TaskMgmtRequest(tmf));
+        let Pdu::TaskMgmtResponse(r) = i.recv() else {
+            panic!("expected a TMF response")
+        };
+        (r.itt, r.response, r.exp_cmd_sn)
+    };
+    assert_eq!(abort(&mut i, 900, written, cmd_sn), (900, 1, i.cmd_sn));
+
+    // The initiator "lost" a command: its CmdSN counts as received after the abort.
+    let lost = i.cmd_sn;
+    i.cmd_sn = i.cmd_sn.wrapping_add(1);
+    let lost_itt = i.itt();
+    let after = abort(&mut i, 901, lost_itt, lost);
+    assert_eq!(after, (901, 0, i.cmd_sn));
+    let t = i.scsi(0, &[0x28, 0, 0, 0, 0, 0, 0, 0, 8, 0], &[], 4096, true);
+    assert_eq!((t.status, &t.data[..]), (0, &[0x5a; 4096][..]));
+}
+
 #[test]
 fn logout_closes_the_session() {
     let s = Server::start("");

@@ -12,7 +12,7 @@ mod task;
 mod tmf;
 
 use std::{
-    collections::{HashMap, VecDeque},
+    collections::{HashMap, HashSet, VecDeque},
     time::{Duration, Instant},
 };
 
@@ -170,6 +170,10 @@ pub struct Connection {
     max_cmd_sn: u32,
     /// Non-immediate commands that arrived ahead of ExpCmdSN.
     held: HashMap<u32, Pdu>,
+    /// CmdSNs inside the window that an ABORT TASK named before their command arrived:
+    /// considered received (RFC 7143 section 11.5.1), so ExpCmdSN moves past them and the
+    /// command, should it still come, is dropped.
+    skipped: HashSet<u32>,
     tasks: HashMap<u32, Task>,
     /// Delivered, unfinished tasks in delivery order (for task attributes).
     order: VecDeque<u32>,
@@ -199,6 +203,7 @@ impl Connection {
             max_cmd_sn: outcome.exp_cmd_sn.wrapping_add(depth - 1),
             config,
             held: HashMap::new(),
+            skipped: HashSet::new(),
             tasks: HashMap::new(),
             order: VecDeque::new(),
             next_seq: 0,
@@ -322,6 +327,13 @@ impl Connection {
             );
             return;
         }
+        if self.skipped.contains(&cmd_sn) {
+            tracing::debug!(cmd_sn, "command aborted before it arrived: dropped");
+            if let Pdu::ScsiCommand(c) = &pdu {
+                self.remember_aborted(c.itt);
+            }
+            return;
+        }
         if cmd_sn != self.exp_cmd_sn {
             if let Pdu::ScsiCommand(c) = &pdu {
                 // Register the task now so that its unsolicited data can arrive.
@@ -334,9 +346,22 @@ impl Connection {
         }
         self.exp_cmd_sn = self.exp_cmd_sn.wrapping_add(1);
         self.deliver(pdu, bhs, false);
-        while let Some(next) = self.held.remove(&self.exp_cmd_sn) {
-            self.exp_cmd_sn = self.exp_cmd_sn.wrapping_add(1);
-            self.deliver(next, bhs, false);
+        self.deliver_held(bhs);
+    }
+
+    /// Deliver the held commands that ExpCmdSN has reached, stepping over skipped CmdSNs.
+    pub(super) fn deliver_held(&mut self, bhs: &Bhs) {
+        loop {
+            if let Some(next) = self.held.remove(&self.exp_cmd_sn) {
+                self.exp_cmd_sn = self.exp_cmd_sn.wrapping_add(1);
+                self.deliver(next, bhs, false);
+            } else if self.skipped.remove(&self.exp_cmd_sn) {
+                // The aborted command's slot is free again.
+                self.exp_cmd_sn = self.exp_cmd_sn.wrapping_add(1);
+                self.window_advance();
+            } else {
+                break;
+            }
         }
     }
 
@@ -361,7 +386,7 @@ impl Connection {
                 self.progress(itt);
             }
             Pdu::NopOut(n) => self.nop_out(n, immediate),
-            Pdu::TaskMgmtRequest(t) => self.task_mgmt(t, immediate),
+            Pdu::TaskMgmtRequest(t) => self.task_mgmt(t, bhs, immediate),
             Pdu::TextRequest(t) => self.text_request(t, bhs, immediate),
             Pdu::LogoutRequest(l) => self.logout(l, immediate),
             _ => {}

@@ -8,7 +8,7 @@ use super::*;
 use crate::{
     frame::FrameEncoder,
     negotiate::Params,
-    pdu::{DataIn, LoginRequest, SnackRequest, TaskMgmtRequest},
+    pdu::{DataIn, LoginRequest, SnackRequest, TaskMgmtRequest, TaskMgmtResponse},
 };
 
 fn outcome(params: Params) -> LoginOutcome {
@@ -420,6 +420,87 @@ fn abort_task_waits_for_the_executing_task() {
         panic!("{out:?}")
     };
     assert_eq!((r.itt, r.response), (50, 0));
+}
+
+fn abort(itt: u32, referenced: u32, cmd_sn: u32, ref_cmd_sn: u32) -> Pdu {
+    Pdu::TaskMgmtRequest(TaskMgmtRequest {
+        immediate: true,
+        function: 1,
+        itt,
+        referenced_task_tag: referenced,
+        cmd_sn,
+        ref_cmd_sn,
+        ..Default::default()
+    })
+}
+
+fn tmf_response(out: &[Output]) -> Option<&TaskMgmtResponse> {
+    sent(out).into_iter().find_map(|p| match p {
+        Pdu::TaskMgmtResponse(r) => Some(r),
+        _ => None,
+    })
+}
+
+/// libiscsi's AbortTaskSimpleAsync: a command that completed before the ABORT TASK came
+/// was answered with GOOD, so the abort must say the task does not exist, not "complete".
+#[test]
+fn abort_of_a_completed_task_says_it_does_not_exist() {
+    let mut h = H::new(params(), 32);
+    h.send(read10(1, 10, 1, 512));
+    h.out();
+    h.c.complete(
+        1,
+        ScsiCompletion {
+            data: Bytes::from(vec![0; 512]),
+            ..Default::default()
+        },
+    );
+    assert!(!sent(&h.out()).is_empty(), "the read is answered");
+    h.send(abort(50, 1, 11, 10));
+    let out = h.out();
+    let r = tmf_response(&out).expect("a TMF response");
+    assert_eq!((r.itt, r.response), (50, 1), "task does not exist");
+}
+
+/// RFC 7143 section 11.5.1: an ABORT TASK naming a CmdSN in the window whose command has not
+/// arrived completes, the CmdSN counts as received (the commands held behind it run and the
+/// window slides), and the command is dropped if it comes after all.
+#[test]
+fn abort_of_a_command_not_yet_arrived_frees_its_cmdsn() {
+    let mut h = H::new(params(), 32);
+    // CmdSN 11 arrives ahead of 10 and waits for it.
+    h.send(read10(2, 11, 1, 512));
+    assert!(executes(&h.out()).is_empty());
+    h.send(abort(50, 1, 12, 10));
+    let out = h.out();
+    let itts: Vec<u32> = executes(&out).iter().map(|t| t.itt).collect();
+    assert_eq!(
+        itts,
+        vec![2],
+        "the held command runs once 10 counts as received"
+    );
+    let r = tmf_response(&out).expect("a TMF response");
+    assert_eq!((r.itt, r.response), (50, 0));
+    assert_eq!((r.exp_cmd_sn, r.max_cmd_sn), (12, 42));
+    // The aborted command arrives late: it is outside the window now and never runs.
+    h.send(read10(1, 10, 1, 512));
+    assert!(h.out().is_empty());
+
+    // A skipped CmdSN ahead of ExpCmdSN: its command is dropped when it comes, and
+    // ExpCmdSN steps over it once the command before it arrives.
+    h.send(abort(51, 3, 14, 13));
+    let r = tmf_response(&h.out()).map(|r| r.response);
+    assert_eq!(r, Some(0));
+    h.send(read10(3, 13, 1, 512));
+    assert!(h.out().is_empty(), "the aborted command is dropped");
+    h.send(read10(4, 12, 1, 512));
+    let out = h.out();
+    let itts: Vec<u32> = executes(&out).iter().map(|t| t.itt).collect();
+    assert_eq!(itts, vec![4]);
+    h.send(read10(5, 14, 1, 512));
+    let out = h.out();
+    let itts: Vec<u32> = executes(&out).iter().map(|t| t.itt).collect();
+    assert_eq!(itts, vec![5], "ExpCmdSN stepped over 13");
 }
 
 #[test]

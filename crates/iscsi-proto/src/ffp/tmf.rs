@@ -4,7 +4,7 @@
 use super::{CloseReason, Connection, Output, ResetEvent, task::TaskState};
 use crate::{
     lun::decode_lun,
-    pdu::{Pdu, TaskMgmtRequest, TaskMgmtResponse},
+    pdu::{Bhs, Pdu, TaskMgmtRequest, TaskMgmtResponse},
     serial::{sn_in_window, sn_lt},
 };
 
@@ -22,7 +22,7 @@ const ABORTED_MEMORY: usize = 256;
 
 impl Connection {
     /// Task management (RFC 7143 section 11.5, SAM-5 section 7).
-    pub(super) fn task_mgmt(&mut self, t: TaskMgmtRequest, immediate: bool) {
+    pub(super) fn task_mgmt(&mut self, t: TaskMgmtRequest, bhs: &Bhs, immediate: bool) {
         if !immediate {
             self.window_advance();
         }
@@ -49,15 +49,15 @@ impl Connection {
                     self.held.remove(&pos);
                     0
                 } else if sn_lt(t.ref_cmd_sn, t.cmd_sn)
-                    && sn_in_window(
-                        t.ref_cmd_sn,
-                        self.exp_cmd_sn.wrapping_sub(1 << 16),
-                        self.max_cmd_sn,
-                    )
+                    && sn_in_window(t.ref_cmd_sn, self.exp_cmd_sn, self.max_cmd_sn)
                 {
-                    // Already completed (its response is on the way): the function is done.
+                    // The command has not arrived (RFC 7143 section 11.5.1): its CmdSN counts
+                    // as received, and the command is dropped should it still come.
+                    self.skipped.insert(t.ref_cmd_sn);
+                    self.deliver_held(bhs);
                     0
                 } else {
+                    // Unknown, or already completed with its response sent or on the way.
                     1
                 }
             }
@@ -133,11 +133,9 @@ impl Connection {
             return false;
         };
         t.aborted = true;
-        if self.aborted.len() >= ABORTED_MEMORY {
-            self.aborted.pop_front();
-        }
-        self.aborted.push_back(itt);
-        if t.state == TaskState::Executing {
+        let executing = t.state == TaskState::Executing;
+        self.remember_aborted(itt);
+        if executing {
             // Long-running commands may stop early; the status is dropped either way.
             self.outputs.push_back(Output::Abort { itt });
             return true;
@@ -147,6 +145,14 @@ impl Connection {
         }
         self.retire(itt);
         false
+    }
+
+    /// Remember an aborted ITT so that its late Data-Out is discarded, not rejected.
+    pub(super) fn remember_aborted(&mut self, itt: u32) {
+        if self.aborted.len() >= ABORTED_MEMORY {
+            self.aborted.pop_front();
+        }
+        self.aborted.push_back(itt);
     }
 
     pub(super) fn flush_tmfs(&mut self) {
