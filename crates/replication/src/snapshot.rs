@@ -176,7 +176,24 @@ impl Snapshot {
             return saved;
         }
         let saved = saved.and_then(|()| self.commit(&copied));
-        self.settle(&copied, saved)
+        if saved.is_err() {
+            return self.settle(&copied, saved);
+        }
+        // A chunk is marked saved only under its exclusive lock, as `preserve` does: a read
+        // that found it unsaved (and reads the origin under the shared lock) ends before the
+        // mark, and so before any write that the mark lets through reaches the origin.
+        let mut i = 0;
+        while i < copied.len() {
+            let first = copied[i];
+            let mut n = 1;
+            while i + n < copied.len() && copied[i + n] == first + n as u64 {
+                n += 1;
+            }
+            let _l = origin.lock_chunks(first, first + n as u64 - 1);
+            self.settle(&copied[i..i + n], Ok(()))?;
+            i += n;
+        }
+        Ok(())
     }
 
     /// Charge `n` chunks from `first` to the pool, noting each one charged in `copied`.
