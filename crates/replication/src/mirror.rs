@@ -398,12 +398,14 @@ impl Mirror {
 
     /// Stop journaling; unapplied entries become dirty chunks.
     fn stop_journal(&self) {
+        // No more pushes first (a host write pushes under the state lock while
+        // `journaling`), then take the entries pushed so far.
+        self.st().journaling = false;
         let g = self
             .journal
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .take();
-        self.st().journaling = false;
         if let Some(g) = g {
             let entries = g.leave(self.id);
             let mut st = self.st();
@@ -423,12 +425,13 @@ impl Mirror {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone()
             .unwrap_or_else(|| JournalGroup::new(self.max_lag.load(Ordering::Relaxed)));
+        // A member before the first push: the shipper drops entries of non-members.
+        g.join(self);
         *self
             .journal
             .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(g.clone());
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(g);
         self.st().journaling = true;
-        g.join(self);
     }
 
     /// Change the mode (Reset To Sync / Reset To Async), with the source quiescent and the

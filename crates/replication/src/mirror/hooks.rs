@@ -69,6 +69,9 @@ pub(super) fn ship(g: Arc<JournalGroup>) {
 /// become out-of-sync chunks, resynchronized later.
 fn leave_journal(g: &JournalGroup, m: &Mirror, err: &BlockError) {
     tracing::warn!(mirror = m.id, error = %err, "asynchronous target failed: tracking changes");
+    // No more pushes first (see `finish`), then take what was pushed; the pair shows
+    // broken once every unshipped write is tracked.
+    m.st().journaling = false;
     g.members
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -79,7 +82,6 @@ fn leave_journal(g: &JournalGroup, m: &Mirror, err: &BlockError) {
     let entries = g.journal.take(m.id);
     let mut st = m.st();
     st.state = failed_state(err);
-    st.journaling = false;
     for x in entries {
         for c in crate::bitmap::chunks(x.offset, x.len) {
             st.out_of_sync.set(c);
@@ -231,19 +233,33 @@ impl WriteHook for Mirror {
                 }
             }
             (CopyState::Synchronized, Mode::Asynchronous) if journaling => {
-                let j = self.current_journal();
                 let kind = match w.kind {
                     WriteKind::Data(b) => EntryKind::Data(b.to_vec()),
                     WriteKind::Discard => EntryKind::Discard,
                     WriteKind::Zeroes => EntryKind::Zeroes,
                 };
-                let pushed = j.as_ref().map(|j| j.push(self.id, w.offset, w.len, kind));
+                // Pushed under the pair's state lock: a pair leaving its journal clears
+                // `journaling` under that lock before it takes its entries, so an entry is
+                // either taken (and tracked) or never pushed (and tracked here).
+                let mut st = self.st();
+                if !st.journaling {
+                    for c in w.chunks() {
+                        st.out_of_sync.set(c);
+                    }
+                    return;
+                }
+                let j = self.current_journal();
+                let pushed = j.map(|j| j.push(self.id, w.offset, w.len, kind));
                 if !matches!(pushed, Some(Ok(_))) {
                     // Journal full: fall back to tracking; the service resynchronizes.
                     tracing::info!(source = %vol.name, "asynchronous journal full: tracking changes");
+                    st.journaling = false;
+                    st.state = CopyState::Unsynchronized;
+                    for c in w.chunks() {
+                        st.out_of_sync.set(c);
+                    }
+                    drop(st);
                     self.stop_journal();
-                    self.mark(w);
-                    self.st().state = CopyState::Unsynchronized;
                 }
             }
             _ => self.mark(w),
