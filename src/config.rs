@@ -148,6 +148,9 @@ pub struct ServerConfig {
     pub max_connections: usize,
     /// SANITIZE OVERWRITE pace in MiB/s, so that it does not starve other I/O (0: unpaced).
     pub sanitize_rate_mib_s: u64,
+    /// Microseconds a connection that sees one command at a time keeps reading its socket
+    /// for the next command before it sleeps (0: never; see the README's speed section).
+    pub poll_us: u64,
 }
 
 impl Default for ServerConfig {
@@ -168,6 +171,7 @@ impl Default for ServerConfig {
             digests: "allow".into(),
             max_connections: 1024,
             sanitize_rate_mib_s: 256,
+            poll_us: 50,
         }
     }
 }
@@ -424,6 +428,9 @@ impl Config {
         if s.io_threads == 0 {
             bail!("server.io_threads must be at least 1");
         }
+        if s.poll_us > 10_000 {
+            bail!("server.poll_us must be 0 to 10000 (microseconds)");
+        }
         let groups: Vec<u16> = self.portals.iter().map(|p| p.group).collect();
         let mut names = std::collections::HashSet::new();
         for t in &self.targets {
@@ -585,6 +592,7 @@ mod tests {
             ),
             ("lun = 0", "lun = 20000"),
             ("size = \"1GiB\"", "size = 1000"),
+            ("[server]", "[server]\npoll_us = 20000"),
         ];
         for (from, to) in bad {
             assert!(

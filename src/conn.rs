@@ -57,6 +57,9 @@ const INLINE_MAX: u32 = 128 * 1024;
 /// How long a closing connection waits for its executing commands.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Reads in a row that each brought one PDU before a connection polls for the next one.
+const POLL_AFTER: u32 = 8;
+
 /// Serve one accepted connection until it closes.
 pub async fn serve(server: Arc<Server>, stream: TcpStream, group: u16) {
     let peer = stream.peer_addr().ok();
@@ -299,26 +302,36 @@ impl Conn {
     /// The full feature phase.
     /// Hand every whole PDU received to the full feature phase; start receiving a large
     /// PDU into its own buffer once its header is in.
-    fn receive(&mut self, ffp: &mut ffp::Connection, now: Instant) {
+    /// Decode and handle every complete PDU received. Returns how many there were.
+    fn receive(&mut self, ffp: &mut ffp::Connection, now: Instant) -> usize {
+        let mut handled = 0;
         if let Some((own, filled)) = self.large.take() {
             if filled < own.len() {
                 self.large = Some((own, filled));
-                return;
+                return 0;
             }
             self.header_first = true;
             match self.dec.decode_whole(bufpool::freeze(own)) {
                 Ok(frame) => ffp.handle_frame(&frame, now),
-                Err(e) => return frame_error(ffp, &e),
+                Err(e) => {
+                    frame_error(ffp, &e);
+                    return 0;
+                }
             }
+            handled += 1;
         }
         loop {
             match self.dec.decode_ready(&mut self.rbuf) {
                 Ok(Some(frame)) => {
                     self.header_first = false;
                     ffp.handle_frame(&frame, now);
+                    handled += 1;
                 }
                 Ok(None) => break,
-                Err(e) => return frame_error(ffp, &e),
+                Err(e) => {
+                    frame_error(ffp, &e);
+                    return handled;
+                }
             }
         }
         // An incomplete PDU: a large one goes on into a buffer of its own, a small one here.
@@ -331,6 +344,36 @@ impl Conn {
                 self.large = Some((own, have));
             } else {
                 self.rbuf.reserve(total.saturating_sub(have));
+            }
+        }
+        handled
+    }
+
+    /// A connection whose initiator sends one command at a time (it waits for each answer):
+    /// keep looking for the next command for up to `budget` before the task sleeps, yielding
+    /// to the runtime in between (the writer task sends the answer meanwhile), so that the
+    /// command is picked up without a wake-up through the kernel's scheduler (on a virtual
+    /// machine an idle vCPU halts, and waking it costs more than the command). Returns how
+    /// many PDUs were received and handled, `Err` when the connection is gone.
+    async fn poll_next(
+        &mut self,
+        ffp: &mut ffp::Connection,
+        budget: Duration,
+    ) -> Result<usize, ConnError> {
+        if self.large.is_some() || !self.rbuf.is_empty() {
+            return Ok(0);
+        }
+        let until = Instant::now() + budget;
+        loop {
+            tokio::task::yield_now().await;
+            match self.rd.try_read_buf(&mut self.rbuf) {
+                Ok(0) => return Err(ConnError::Eof),
+                Ok(_) => return Ok(self.receive(ffp, Instant::now())),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e.into()),
+            }
+            if Instant::now() >= until {
+                return Ok(0);
             }
         }
     }
@@ -358,28 +401,35 @@ impl Conn {
         let mut executing: HashMap<u32, Arc<AtomicBool>> = HashMap::new();
         let mut close: Option<CloseReason> = None;
         let mut batch: Vec<OutFrame> = Vec::new();
+        let poll = Duration::from_micros(cfg.poll_us);
+        // Reads in a row that brought exactly one PDU (the initiator waits for each answer).
+        let mut one_at_a_time = 0u32;
+        let mut polled = false;
         while close.is_none() {
-            tokio::select! {
-                biased;
-                Some((itt, c)) = done_rx.recv() => {
-                    executing.remove(&itt);
-                    ffp.complete(itt, c);
-                    while let Ok((itt, c)) = done_rx.try_recv() {
+            if !std::mem::take(&mut polled) {
+                tokio::select! {
+                    biased;
+                    Some((itt, c)) = done_rx.recv() => {
                         executing.remove(&itt);
                         ffp.complete(itt, c);
+                        while let Ok((itt, c)) = done_rx.try_recv() {
+                            executing.remove(&itt);
+                            ffp.complete(itt, c);
+                        }
                     }
-                }
-                r = read_more(&mut self.rd, &mut self.rbuf, &mut self.large, self.header_first) => {
-                    match r {
-                        Ok(0) | Err(_) => break,
-                        Ok(_) => {}
+                    r = read_more(&mut self.rd, &mut self.rbuf, &mut self.large, self.header_first) => {
+                        match r {
+                            Ok(0) | Err(_) => break,
+                            Ok(_) => {}
+                        }
+                        let n = self.receive(&mut ffp, Instant::now());
+                        one_at_a_time = if n == 1 { one_at_a_time.saturating_add(1) } else { 0 };
                     }
-                    self.receive(&mut ffp, Instant::now());
-                }
-                _ = tick.tick() => ffp.handle_tick(Instant::now()),
-                _ = s.stop.changed() => {
-                    tracing::info!("session stopped (reinstated or shutting down)");
-                    break;
+                    _ = tick.tick() => ffp.handle_tick(Instant::now()),
+                    _ = s.stop.changed() => {
+                        tracing::info!("session stopped (reinstated or shutting down)");
+                        break;
+                    }
                 }
             }
             while let Some(o) = ffp.poll_output() {
@@ -412,6 +462,16 @@ impl Conn {
             }
             if !batch.is_empty() && self.out.send(std::mem::take(&mut batch)).is_err() {
                 break;
+            }
+            if !poll.is_zero() && one_at_a_time >= POLL_AFTER && executing.is_empty() {
+                match self.poll_next(&mut ffp, poll).await {
+                    Ok(0) => {}
+                    Ok(n) => {
+                        polled = true;
+                        one_at_a_time = if n == 1 { one_at_a_time } else { 0 };
+                    }
+                    Err(_) => break,
+                }
             }
         }
         // Let executing commands finish before the session is declared gone, so that a
@@ -587,7 +647,6 @@ impl Conn {
     }
 }
 
-/// Read more bytes into the buffer (cancellation safe).
 fn frame_error(ffp: &mut ffp::Connection, e: &iscsi_proto::FrameError) {
     tracing::info!(error = %e, "framing error");
     ffp.handle_frame_error(e);
