@@ -100,7 +100,8 @@ pub struct ReplicationConfig {
     /// it falls back to change tracking and resynchronizes.
     pub async_max_lag: Size,
     /// How long Split waits for an asynchronous target to catch up before it answers 3
-    /// (Timeout), in milliseconds.
+    /// (Timeout), in milliseconds; a consistent group's Failover waits this long (at most
+    /// 30 s) before it fails over at the point the targets reached.
     pub drain_timeout_ms: u64,
 }
 

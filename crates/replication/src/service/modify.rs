@@ -447,9 +447,21 @@ impl ReplicationService {
                         }
                     })?;
                 }
+                if op == Failover && cut {
+                    // Every target catches up as far as it can first; what is left after
+                    // the drain time stays behind the cut below, for all of them alike.
+                    let timeout = self.drain_timeout().min(DRAIN_BEFORE_FAILOVER);
+                    self.with_barrier(cat, members, cut, |svc, _, m, _| {
+                        if let Ok(mirror) = svc.mirror(m) {
+                            mirror.drain(timeout);
+                        }
+                        Ok(())
+                    })?;
+                }
                 // Pairs that stop without draining leave a group journal one by one: the
-                // journal ships nothing meanwhile, so no target moves past the cut.
-                let held: Vec<_> = if cut && !matches!(op, Split | Failover) {
+                // journal ships nothing meanwhile, so no target moves past the cut (a
+                // Split has drained it: nothing is left to ship).
+                let held: Vec<_> = if cut && op != Split {
                     members
                         .iter()
                         .filter_map(|&m| self.mirror(m).ok()?.hold_journal())
@@ -750,7 +762,11 @@ impl ReplicationService {
                     Operation::Split => mirror.split(),
                     Operation::Prepare | Operation::Unprepare => mirror.prepare(),
                     Operation::Failover => {
-                        mirror.drain(DRAIN_BEFORE_FAILOVER);
+                        // A group's targets have drained already (and their journal is
+                        // held now): see the caller.
+                        if !locked {
+                            mirror.drain(DRAIN_BEFORE_FAILOVER);
+                        }
                         mirror.failover();
                     }
                     _ => mirror.stop_following(state),
