@@ -647,24 +647,20 @@ fn group_snapshot_cuts_every_member_at_one_barrier() {
     assert!(rig.svc.catalog().group_syncs[&gid].consistency);
 }
 
-/// A consistent asynchronous mirror group ships both volumes through one journal: after a
-/// group fracture the targets never hold B's write without A's.
-#[test]
-fn consistent_async_group_fractures_at_one_cut() {
-    let rig = Rig::new(&[("a", 4 * MIB), ("b", 4 * MIB)]);
+/// A consistent asynchronous mirror group `name` of volumes a and b, with 48 writes queued
+/// in its one journal in the order a0 b0 a1 b1 ...; returns the group relationship.
+fn async_group_with_backlog(rig: &Rig, name: &str) -> u64 {
     rig.svc
         .create_group(Some("g"), &["a".into(), "b".into()])
         .unwrap();
     let gid = rig.create(CreateGroupReplica {
-        relationship_name: Some("ag".into()),
+        relationship_name: Some(name.into()),
         sync_type: Some(6),
         mode: Some(3),
         source_group: Some("g".into()),
         consistency: Some(3),
         ..Default::default()
     });
-    let targets = ["ag_1", "ag_2"];
-    // Slow targets so that the journal holds a backlog at the cut.
     let (a, b) = (rig.dev("a"), rig.dev("b"));
     for i in 0..48u64 {
         let v = bytes::Bytes::from(vec![1 + i as u8; 512]);
@@ -672,17 +668,34 @@ fn consistent_async_group_fractures_at_one_cut() {
             .unwrap();
         b.write_at(&[v], i * CHUNK, false).unwrap();
     }
-    rig.modify(FRACTURE, gid);
+    gid
+}
+
+/// The targets of `async_group_with_backlog`'s group stopped at one point of its journal:
+/// B holds at most A's writes, A at most one more.
+fn assert_one_cut(rig: &Rig, name: &str) {
     let written = |img: Vec<u8>| -> u64 {
         (0..48)
             .take_while(|i| img[(*i * CHUNK) as usize] != 0)
             .count() as u64
     };
-    let (ta, tb) = (
-        written(rig.read_all(targets[0])),
-        written(rig.read_all(targets[1])),
+    let ta = written(rig.read_all(&format!("{name}_1")));
+    let tb = written(rig.read_all(&format!("{name}_2")));
+    assert!(
+        tb <= ta && ta <= tb + 1,
+        "target A has {ta} writes, target B {tb}"
     );
-    assert!(tb <= ta, "target B has {tb} writes, target A {ta}");
+}
+
+/// A consistent asynchronous mirror group ships both volumes through one journal: after a
+/// group fracture the targets never hold B's write without A's.
+#[test]
+fn consistent_async_group_fractures_at_one_cut() {
+    let rig = Rig::new(&[("a", 4 * MIB), ("b", 4 * MIB)]);
+    let gid = async_group_with_backlog(&rig, "ag");
+    let targets = ["ag_1", "ag_2"];
+    rig.modify(FRACTURE, gid);
+    assert_one_cut(&rig, "ag");
     // Resync brings both up to date.
     rig.modify(RESYNC, gid);
     assert_same(&rig.read_all(targets[0]), &rig.read_all("a"), "target a");
@@ -808,36 +821,9 @@ fn consistent_async_group_fails_over_at_one_cut() {
     let mut rig = Rig::new(&[("a", 4 * MIB), ("b", 4 * MIB)]);
     rig.cfg.drain_timeout = Duration::ZERO;
     rig.restart();
-    rig.svc
-        .create_group(Some("g"), &["a".into(), "b".into()])
-        .unwrap();
-    let gid = rig.create(CreateGroupReplica {
-        relationship_name: Some("fg".into()),
-        sync_type: Some(6),
-        mode: Some(3),
-        source_group: Some("g".into()),
-        consistency: Some(3),
-        ..Default::default()
-    });
-    let (a, b) = (rig.dev("a"), rig.dev("b"));
-    for i in 0..48u64 {
-        let v = bytes::Bytes::from(vec![1 + i as u8; 512]);
-        a.write_at(std::slice::from_ref(&v), i * CHUNK, false)
-            .unwrap();
-        b.write_at(&[v], i * CHUNK, false).unwrap();
-    }
+    let gid = async_group_with_backlog(&rig, "fg");
     rig.modify(FAILOVER, gid);
-    let written = |img: Vec<u8>| -> u64 {
-        (0..48)
-            .take_while(|i| img[(*i * CHUNK) as usize] != 0)
-            .count() as u64
-    };
-    let (ta, tb) = (written(rig.read_all("fg_1")), written(rig.read_all("fg_2")));
-    // Journal order is a0 b0 a1 b1 ...: at one cut, B has at most A's writes, A one more.
-    assert!(
-        tb <= ta && ta <= tb + 1,
-        "target A has {ta} writes, target B {tb}"
-    );
+    assert_one_cut(&rig, "fg");
     for id in rig.pairs(gid) {
         assert_eq!(rig.state(id), CopyState::Failedover);
     }
