@@ -145,15 +145,11 @@ impl Snapshot {
         let mut copied = Vec::with_capacity(cs.len());
         let mut saved = Ok(());
         let mut buf = Vec::new();
-        let mut i = 0;
-        while i < cs.len() && saved.is_ok() {
-            let first = cs[i];
-            let mut n = 1;
-            while i + n < cs.len() && n < RUN && cs[i + n] == first + n as u64 {
-                n += 1;
+        for run in runs(cs) {
+            if saved.is_err() {
+                break;
             }
-            i += n;
-            let last = first + n as u64 - 1;
+            let (first, last) = (run[0], run[run.len() - 1]);
             let _l = origin.lock_chunks(first, last);
             // The chunks of the run that nobody saved meanwhile, as runs again.
             let mut c = first;
@@ -182,16 +178,9 @@ impl Snapshot {
         // A chunk is marked saved only under its exclusive lock, as `preserve` does: a read
         // that found it unsaved (and reads the origin under the shared lock) ends before the
         // mark, and so before any write that the mark lets through reaches the origin.
-        let mut i = 0;
-        while i < copied.len() {
-            let first = copied[i];
-            let mut n = 1;
-            while i + n < copied.len() && copied[i + n] == first + n as u64 {
-                n += 1;
-            }
-            let _l = origin.lock_chunks(first, first + n as u64 - 1);
-            self.settle(&copied[i..i + n], Ok(()))?;
-            i += n;
+        for run in runs(&copied) {
+            let _l = origin.lock_chunks(run[0], run[run.len() - 1]);
+            self.settle(run, Ok(()))?;
         }
         Ok(())
     }
@@ -314,6 +303,23 @@ impl Snapshot {
     pub fn view(self: &Arc<Self>) -> Arc<dyn BlockDevice> {
         Arc::new(SnapshotView { snap: self.clone() })
     }
+}
+
+/// Sorted chunk numbers as runs of consecutive chunks, at most `RUN` chunks each.
+fn runs(cs: &[u64]) -> impl Iterator<Item = &[u64]> {
+    let mut rest = cs;
+    std::iter::from_fn(move || {
+        let first = *rest.first()?;
+        let n = rest
+            .iter()
+            .take(RUN)
+            .enumerate()
+            .take_while(|&(k, &c)| c == first + k as u64)
+            .count();
+        let (run, tail) = rest.split_at(n);
+        rest = tail;
+        Some(run)
+    })
 }
 
 impl WriteHook for Snapshot {
@@ -474,5 +480,28 @@ impl BlockDevice for SnapshotView {
             len,
             allocated: true,
         }])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn runs_split_at_gaps_and_at_the_run_limit() {
+        let cs: Vec<u64> = [1, 2, 3, 7, 9, 10]
+            .into_iter()
+            .chain(100..100 + super::RUN as u64 + 2)
+            .collect();
+        let runs: Vec<(u64, usize)> = super::runs(&cs).map(|r| (r[0], r.len())).collect();
+        assert_eq!(
+            runs,
+            vec![
+                (1, 3),
+                (7, 1),
+                (9, 2),
+                (100, super::RUN),
+                (100 + super::RUN as u64, 2)
+            ]
+        );
+        assert_eq!(super::runs(&[]).count(), 0);
     }
 }
