@@ -52,6 +52,13 @@ impl State {
             CopyState::Synchronized | CopyState::Unsynchronized
         ) && (self.mode == Mode::Synchronous || self.restoring)
     }
+
+    /// Track `len` bytes at `offset` as possibly different on the target.
+    fn mark(&mut self, offset: u64, len: u64) {
+        for c in crate::bitmap::chunks(offset, len) {
+            self.out_of_sync.set(c);
+        }
+    }
 }
 
 /// A write the target writer applies, owned.
@@ -410,9 +417,7 @@ impl Mirror {
             let entries = g.leave(self.id);
             let mut st = self.st();
             for e in entries {
-                for c in crate::bitmap::chunks(e.offset, e.len) {
-                    st.out_of_sync.set(c);
-                }
+                st.mark(e.offset, e.len);
             }
         }
     }
@@ -723,10 +728,7 @@ impl Mirror {
     }
 
     fn mark(&self, w: &Write<'_>) {
-        let mut st = self.st();
-        for c in w.chunks() {
-            st.out_of_sync.set(c);
-        }
+        self.st().mark(w.offset, w.len);
     }
 
     /// Applies journal entries to the target: one entry, or a run of adjacent data writes

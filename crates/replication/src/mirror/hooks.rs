@@ -83,9 +83,7 @@ fn leave_journal(g: &JournalGroup, m: &Mirror, err: &BlockError) {
     let mut st = m.st();
     st.state = failed_state(err);
     for x in entries {
-        for c in crate::bitmap::chunks(x.offset, x.len) {
-            st.out_of_sync.set(c);
-        }
+        st.mark(x.offset, x.len);
     }
 }
 
@@ -243,9 +241,7 @@ impl WriteHook for Mirror {
                 // either taken (and tracked) or never pushed (and tracked here).
                 let mut st = self.st();
                 if !st.journaling {
-                    for c in w.chunks() {
-                        st.out_of_sync.set(c);
-                    }
+                    st.mark(w.offset, w.len);
                     return;
                 }
                 let j = self.current_journal();
@@ -255,9 +251,7 @@ impl WriteHook for Mirror {
                     tracing::info!(source = %vol.name, "asynchronous journal full: tracking changes");
                     st.journaling = false;
                     st.state = CopyState::Unsynchronized;
-                    for c in w.chunks() {
-                        st.out_of_sync.set(c);
-                    }
+                    st.mark(w.offset, w.len);
                     drop(st);
                     self.stop_journal();
                 }
