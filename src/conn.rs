@@ -19,7 +19,7 @@ use std::{
 use bytes::{BufMut, BytesMut};
 use iscsi_proto::{
     ffp::{self, CloseReason, FfpConfig, Output, ResetEvent, ScsiCompletion, ScsiTask},
-    frame::{Digests, Frame, FrameDecoder, FrameEncoder, OutFrame},
+    frame::{Digests, Frame, FrameDecoder, FrameEncoder, OutFrame, Ready},
     login::{Login, LoginConfig, LoginOutcome, LoginStep},
     lun::decode_lun,
     negotiate::SessionType,
@@ -299,10 +299,8 @@ impl Conn {
         }
     }
 
-    /// The full feature phase.
     /// Hand every whole PDU received to the full feature phase; start receiving a large
-    /// PDU into its own buffer once its header is in.
-    /// Decode and handle every complete PDU received. Returns how many there were.
+    /// PDU into its own buffer once its header is in. Returns how many PDUs were handled.
     fn receive(&mut self, ffp: &mut ffp::Connection, now: Instant) -> usize {
         let mut handled = 0;
         if let Some((own, filled)) = self.large.take() {
@@ -320,22 +318,22 @@ impl Conn {
             }
             handled += 1;
         }
-        loop {
+        let total = loop {
             match self.dec.decode_ready(&mut self.rbuf) {
-                Ok(Some(frame)) => {
+                Ok(Ready::Frame(frame)) => {
                     self.header_first = false;
                     ffp.handle_frame(&frame, now);
                     handled += 1;
                 }
-                Ok(None) => break,
+                Ok(Ready::Incomplete(total)) => break total,
                 Err(e) => {
                     frame_error(ffp, &e);
                     return handled;
                 }
             }
-        }
+        };
         // An incomplete PDU: a large one goes on into a buffer of its own, a small one here.
-        if let Ok(Some(total)) = self.dec.frame_len(&self.rbuf) {
+        if let Some(total) = total {
             let have = self.rbuf.len();
             if total >= OWN_BUFFER && have < total {
                 let mut own = bufpool::take(total);

@@ -61,6 +61,15 @@ impl Default for FrameDecoder {
     }
 }
 
+/// What [`FrameDecoder::decode_ready`] found at the front of a buffer.
+#[derive(Debug)]
+pub enum Ready {
+    /// A whole PDU, taken from the buffer.
+    Frame(Frame),
+    /// Not a whole PDU yet: its total length once its header is in (`None` before).
+    Incomplete(Option<usize>),
+}
+
 impl FrameDecoder {
     /// Take one PDU from the front of `buf`. `Ok(None)` means more bytes are needed (and
     /// `buf` has been reserved for them). Lengths are checked before the body is awaited.
@@ -76,13 +85,14 @@ impl FrameDecoder {
     }
 
     /// [`FrameDecoder::decode`] without reserving room for an incomplete PDU: the caller
-    /// decides where its body goes (see [`FrameDecoder::frame_len`]).
-    pub fn decode_ready(&self, buf: &mut BytesMut) -> Result<Option<Frame>, FrameError> {
+    /// decides where its body goes, knowing its length once the header is in.
+    pub fn decode_ready(&self, buf: &mut BytesMut) -> Result<Ready, FrameError> {
         match self.measure(buf)? {
-            Some((bhs, l)) if buf.len() >= l.total => {
-                self.cut(bhs, &l, buf.split_to(l.total).freeze()).map(Some)
-            }
-            _ => Ok(None),
+            Some((bhs, l)) if buf.len() >= l.total => self
+                .cut(bhs, &l, buf.split_to(l.total).freeze())
+                .map(Ready::Frame),
+            Some((_, l)) => Ok(Ready::Incomplete(Some(l.total))),
+            None => Ok(Ready::Incomplete(None)),
         }
     }
 
@@ -348,14 +358,17 @@ mod tests {
         for cut in [0, 1, 47, 48, 57, 59] {
             let mut buf = BytesMut::from(&wire[..cut]);
             assert!(
-                dec.decode_ready(&mut buf).unwrap().is_none(),
+                matches!(dec.decode_ready(&mut buf).unwrap(), Ready::Incomplete(_)),
                 "cut at {cut}"
             );
             assert!(dec.decode(&mut buf).unwrap().is_none(), "cut at {cut}");
             assert_eq!(buf.len(), cut);
         }
         let mut whole = BytesMut::from(&wire[..]);
-        assert!(dec.decode_ready(&mut whole).unwrap().is_some());
+        assert!(matches!(
+            dec.decode_ready(&mut whole).unwrap(),
+            Ready::Frame(_)
+        ));
         assert!(whole.is_empty());
     }
 
