@@ -398,15 +398,7 @@ fn abort_task_waits_for_the_executing_task() {
     let mut h = H::new(params(), 32);
     h.send(read10(1, 10, 1, 512));
     h.out();
-    h.send(Pdu::TaskMgmtRequest(TaskMgmtRequest {
-        immediate: true,
-        function: 1,
-        itt: 50,
-        referenced_task_tag: 1,
-        cmd_sn: 11,
-        ref_cmd_sn: 10,
-        ..Default::default()
-    }));
+    h.send(abort(50, 1, 11, 10));
     assert!(sent(&h.out()).is_empty(), "response waits for the task");
     h.c.complete(
         1,
