@@ -1,12 +1,13 @@
-//! Chunk bitmaps (which chunks are dirty, preserved or copied) and the append-only chunk
-//! logs that make such sets durable without rewriting a whole bitmap per write.
+//! Chunk bitmaps (which chunks are dirty or copied) and the append-only chunk logs that
+//! make such sets durable without rewriting a whole bitmap per write.
 
 use std::{
     fs::{File, OpenOptions},
-    io::{Read, Write},
-    path::{Path, PathBuf},
-    sync::Mutex,
+    io::Write,
+    path::Path,
 };
+
+use crate::reclog::RecordLog;
 
 /// Replication granularity: dirty tracking, copy-on-write and copies work in chunks.
 pub const CHUNK: u64 = 64 * 1024;
@@ -206,70 +207,26 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
 }
 
 /// An append-only log of chunk numbers (8 bytes each), the durable form of a growing chunk
-/// set (snapshot "preserved" maps, clone "copied" maps). Appends are cheap; `sync` makes
-/// every earlier append durable, and concurrent callers share one fdatasync (group commit).
+/// set (clone "copied" maps, restore progress): a [`RecordLog`] of chunk numbers.
 #[derive(Debug)]
 pub struct ChunkLog {
-    path: PathBuf,
-    file: Mutex<File>,
-    commit: Mutex<Commit>,
-    cv: std::sync::Condvar,
-}
-
-#[derive(Debug, Default)]
-struct Commit {
-    appended: u64,
-    synced: u64,
-    syncing: bool,
+    log: RecordLog,
 }
 
 impl ChunkLog {
     /// Open (creating) a log and return it with the chunks it holds.
     pub fn open(path: &Path, chunks: u64) -> std::io::Result<(Self, Bitmap)> {
-        let mut file = OpenOptions::new()
-            .read(true)
-            .append(true)
-            .create(true)
-            .open(path)?;
-        let mut buf = Vec::new();
-        file.read_to_end(&mut buf)?;
+        let (log, buf) = RecordLog::open(path, 0, 8)?;
         let mut set = Bitmap::new(chunks);
-        for rec in buf.chunks_exact(8) {
-            let c = u64::from_le_bytes([
-                rec[0], rec[1], rec[2], rec[3], rec[4], rec[5], rec[6], rec[7],
-            ]);
+        for c in decode(&buf) {
             set.set(c);
         }
-        // A torn last record (crash mid-append) is ignored and cut off.
-        if buf.len() % 8 != 0 {
-            file.set_len((buf.len() / 8 * 8) as u64)?;
-        }
-        let log = Self {
-            path: path.to_owned(),
-            file: Mutex::new(file),
-            commit: Mutex::new(Commit::default()),
-            cv: std::sync::Condvar::new(),
-        };
-        Ok((log, set))
+        Ok((Self { log }, set))
     }
 
     /// Append chunk numbers (not yet durable). Returns the commit generation to wait for.
     pub fn append(&self, cs: &[u64]) -> std::io::Result<u64> {
-        let mut rec = Vec::with_capacity(cs.len() * 8);
-        for c in cs {
-            rec.extend_from_slice(&c.to_le_bytes());
-        }
-        let mut f = self
-            .file
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        f.write_all(&rec)?;
-        let mut c = self
-            .commit
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        c.appended += 1;
-        Ok(c.appended)
+        self.log.append(&encode(cs.iter().copied()))
     }
 
     /// Make every append up to generation `gen` durable, after `before` (e.g. syncing the
@@ -279,74 +236,34 @@ impl ChunkLog {
         generation: u64,
         before: &dyn Fn() -> std::io::Result<()>,
     ) -> std::io::Result<()> {
-        let mut c = self
-            .commit
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        loop {
-            if c.synced >= generation {
-                return Ok(());
-            }
-            if !c.syncing {
-                break;
-            }
-            c = self
-                .cv
-                .wait(c)
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-        }
-        c.syncing = true;
-        let target = c.appended;
-        drop(c);
-        let r = before().and_then(|()| {
-            let f = self
-                .file
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            f.sync_data()
-        });
-        let mut c = self
-            .commit
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        c.syncing = false;
-        if r.is_ok() {
-            c.synced = c.synced.max(target);
-        }
-        self.cv.notify_all();
-        r
+        self.log.sync(generation, before)
     }
 
     /// The generation of the last append.
     pub fn appended(&self) -> u64 {
-        self.commit
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .appended
+        self.log.appended()
     }
 
     /// Rewrite the log to hold exactly `set` (compaction).
     pub fn rewrite(&self, set: &Bitmap) -> std::io::Result<()> {
-        let mut rec = Vec::new();
-        for c in set.iter() {
-            rec.extend_from_slice(&c.to_le_bytes());
-        }
-        write_atomic(&self.path, &rec)?;
-        let f = OpenOptions::new()
-            .read(true)
-            .append(true)
-            .open(&self.path)?;
-        *self
-            .file
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = f;
-        Ok(())
+        self.log.rewrite(&encode(set.iter()))
     }
 
     /// Remove the log file.
     pub fn remove(&self) {
-        let _ = std::fs::remove_file(&self.path);
+        self.log.remove();
     }
+}
+
+/// Numbers as little-endian 8-byte records.
+pub(crate) fn encode(ns: impl Iterator<Item = u64>) -> Vec<u8> {
+    ns.flat_map(u64::to_le_bytes).collect()
+}
+
+/// Little-endian 8-byte records as numbers (a short tail is ignored).
+pub(crate) fn decode(b: &[u8]) -> impl Iterator<Item = u64> + '_ {
+    b.chunks_exact(8)
+        .map(|r| u64::from_le_bytes([r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7]]))
 }
 
 #[cfg(test)]

@@ -21,6 +21,7 @@ pub mod journal;
 pub mod locks;
 pub mod mirror;
 pub mod pool;
+pub mod reclog;
 pub mod service;
 pub mod snapshot;
 pub mod table;
