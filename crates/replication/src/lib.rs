@@ -23,6 +23,7 @@ pub mod mirror;
 pub mod pool;
 pub mod reclog;
 pub mod service;
+pub mod snapmap;
 pub mod snapshot;
 pub mod table;
 pub mod testing;

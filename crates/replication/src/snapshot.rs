@@ -1,23 +1,29 @@
-//! Copy-on-write snapshots (SyncType 7), after dm-snapshot: on the first write to a chunk
-//! after the cut, the old chunk is saved to the snapshot's store (a sparse file of the
-//! origin's size, chunk `c` at offset `c * CHUNK`) and recorded in its log, durably, before
-//! the new data reaches the origin. Snapshot reads come from the store for saved chunks and
-//! from the origin for the rest. When the pool runs out of space the snapshot becomes Broken
-//! and the origin's writes go on unaffected.
+//! Copy-on-write snapshots (SyncType 7), after dm-snapshot: on the first write to a block
+//! after the cut, the old block is saved to the snapshot's store and recorded in its map,
+//! durably, before the new data reaches the origin. Saved blocks are appended to the store
+//! one after the other ([`crate::snapmap`]), so that a batch of scattered first writes is
+//! saved with sequential store writes. Snapshot reads come from the store for saved blocks
+//! and from the origin for the rest. When the pool runs out of space the snapshot becomes
+//! Broken and the origin's writes go on unaffected.
 
-use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak};
 
 use blockdev::{BlockDevice, BlockError, BlockErrorKind, DIRECT_ALIGN, Extent};
 use bytes::Bytes;
 
 use crate::{
-    bitmap::{Bitmap, CHUNK, ChunkLog},
+    bitmap::CHUNK,
     pool::Pool,
-    volume::{Defer, RestoreSource, Volume, Write, WriteHook, read_only},
+    snapmap::{MapLog, Slot, SlotMap},
+    volume::{Defer, DeviceRestore, RestoreSource, Volume, Write, WriteHook, read_only},
 };
 
-/// Chunks copied with one store write at most (consecutive chunks of a batch).
-const RUN: usize = 32;
+/// Bytes of consecutive blocks copied with one store write at most.
+const RUN_BYTES: u64 = 2 << 20;
+
+/// Runs at least this long are written past the page cache (saved blocks are rarely read);
+/// shorter ones go through it, and the commit's fdatasync writes them out together.
+const DIRECT_MIN: usize = 64 << 10;
 
 /// Why a snapshot stopped preserving.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -41,8 +47,8 @@ struct State {
 pub struct Snapshot {
     origin: Weak<Volume>,
     store: Arc<dyn BlockDevice>,
-    log: ChunkLog,
-    preserved: RwLock<Bitmap>,
+    log: MapLog,
+    map: RwLock<SlotMap>,
     pool: Arc<Pool>,
     state: Mutex<State>,
     size: u64,
@@ -50,9 +56,20 @@ pub struct Snapshot {
     writable: std::sync::atomic::AtomicBool,
 }
 
+/// A piece of a read or write within one chunk: `len` bytes at `at` in the caller's
+/// buffer, in the store at `store` when saved, else at the same offset in the origin.
+#[derive(Debug)]
+struct Piece {
+    at: usize,
+    len: usize,
+    store: Option<u64>,
+}
+
 impl Snapshot {
-    /// Create or reopen a snapshot whose store and log are at the given paths. A reopened
-    /// snapshot's saved chunks are charged to the pool again.
+    /// Create or reopen a snapshot whose store and map are at the given paths (the map is
+    /// `log_path` with the extension `map`; an earlier version's chunk log at `log_path` is
+    /// converted). A reopened snapshot's saved blocks are charged to the pool again. The
+    /// store must be [`crate::snapmap::store_size`] of the origin's size.
     pub fn open(
         origin: &Arc<Volume>,
         store: Arc<dyn BlockDevice>,
@@ -60,16 +77,27 @@ impl Snapshot {
         pool: Arc<Pool>,
         writable: bool,
     ) -> std::io::Result<Arc<Self>> {
-        let (log, preserved) = ChunkLog::open(log_path, origin.chunk_count())?;
-        pool.reserve(preserved.count() * CHUNK);
+        let size = origin.size();
+        if store.size() < crate::snapmap::store_size(size) {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!(
+                    "the snapshot store holds {} bytes, {} needed",
+                    store.size(),
+                    crate::snapmap::store_size(size)
+                ),
+            ));
+        }
+        let (log, map) = MapLog::open(&log_path.with_extension("map"), log_path, size)?;
+        pool.reserve(map.saved() * map.block());
         Ok(Arc::new(Self {
             origin: Arc::downgrade(origin),
             store,
             log,
-            preserved: RwLock::new(preserved),
+            map: RwLock::new(map),
             pool,
             state: Mutex::new(State::default()),
-            size: origin.size(),
+            size,
             writable: std::sync::atomic::AtomicBool::new(writable),
         }))
     }
@@ -80,19 +108,42 @@ impl Snapshot {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn is_preserved(&self, c: u64) -> bool {
-        self.preserved
+    fn map(&self) -> RwLockReadGuard<'_, SlotMap> {
+        self.map
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get(c)
     }
 
-    /// Number of chunks saved in the store.
-    pub fn preserved_chunks(&self) -> u64 {
-        self.preserved
-            .read()
+    fn map_mut(&self) -> RwLockWriteGuard<'_, SlotMap> {
+        self.map
+            .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .count()
+    }
+
+    /// Number of origin blocks saved in the store.
+    pub fn saved_blocks(&self) -> u64 {
+        self.map().saved()
+    }
+
+    /// The snapshot's block size in bytes.
+    pub fn block_size(&self) -> u64 {
+        self.map().block()
+    }
+
+    /// The blocks of `[offset, offset + len)` not saved yet.
+    fn unsaved(&self, offset: u64, len: u64) -> Vec<u64> {
+        let m = self.map();
+        let (first, last) = blocks(offset, len, m.block());
+        (first..=last)
+            .filter(|&b| !matches!(m.get(b), Slot::Saved(_)))
+            .collect()
+    }
+
+    /// Whether every block of `[offset, offset + len)` is saved.
+    fn all_saved(&self, offset: u64, len: u64) -> bool {
+        let m = self.map();
+        let (first, last) = blocks(offset, len, m.block());
+        (first..=last).all(|b| matches!(m.get(b), Slot::Saved(_)))
     }
 
     /// Why the snapshot is broken, if it is.
@@ -122,143 +173,236 @@ impl Snapshot {
         self.st().broken = Some(why);
     }
 
-    /// Save chunk `c` of the origin. The caller holds the origin's chunk lock exclusively.
-    fn preserve(&self, origin: &Volume, c: u64) -> Result<(), Broken> {
-        if self.is_preserved(c) {
-            return Ok(());
-        }
-        if !self.pool.reserve(CHUNK) {
-            return Err(Broken::NoSpace);
-        }
-        let mut buf = Vec::new();
-        let saved = self
-            .copy_run(origin, c, 1, &mut buf)
-            .and_then(|()| self.commit(&[c]));
-        self.settle(&[c], saved)
+    /// Whether the snapshot saves nothing (broken or deactivated).
+    fn idle(&self) -> bool {
+        let st = self.st();
+        st.broken.is_some() || st.inactive
     }
 
-    /// Save every chunk of `cs` not saved yet, with one commit for all of them (a batch of
-    /// held writes). Each chunk is locked while it is copied; until the commit no write
-    /// reaches them (held writes wait for the batch, other writes preserve for themselves).
-    /// Consecutive chunks are copied with one store write (`cs` is sorted).
-    fn preserve_many(&self, origin: &Volume, cs: &[u64]) -> Result<(), Broken> {
-        let mut copied = Vec::with_capacity(cs.len());
-        let mut saved = Ok(());
+    /// Save the origin blocks `bs` (sorted, distinct) that are not saved yet, with one
+    /// commit for all of them. Each run of consecutive blocks is copied into new slots under
+    /// its chunks' exclusive lock (`locked`: the caller holds every one of them already),
+    /// so no write reaches a block while it is copied: held writes wait for the batch,
+    /// others save for themselves. A block another saver copied but has not committed yet
+    /// is committed here too (its data is in the store, its record may be written twice).
+    fn save(&self, origin: &Volume, bs: &[u64], locked: bool) -> Result<(), Broken> {
+        let block = self.block_size();
+        let per_run = (RUN_BYTES / block) as usize;
+        let mut commit = Vec::new();
+        let mut mine = Vec::new();
         let mut buf = Vec::new();
-        for run in runs(cs) {
+        let mut saved = Ok(());
+        for run in runs(bs, per_run) {
+            let _l = (!locked).then(|| lock_blocks(origin, run, block));
+            saved = self.copy_run(origin, run, &mut commit, &mut mine, &mut buf);
             if saved.is_err() {
                 break;
             }
-            let (first, last) = (run[0], run[run.len() - 1]);
-            let _l = origin.lock_chunks(first, last);
-            // The chunks of the run that nobody saved meanwhile, as runs again.
-            let mut c = first;
-            while c <= last && saved.is_ok() {
-                if self.is_preserved(c) {
-                    c += 1;
-                    continue;
-                }
-                let start = c;
-                while c <= last && !self.is_preserved(c) {
-                    c += 1;
-                }
-                saved = self.reserve(start, c - start, &mut copied);
-                if saved.is_ok() {
-                    saved = self.copy_run(origin, start, c - start, &mut buf);
-                }
+        }
+        if saved.is_ok() && !commit.is_empty() {
+            saved = self.commit(&commit);
+        }
+        if let Err(e) = saved {
+            self.pool.release(mine.len() as u64 * block);
+            let mut m = self.map_mut();
+            mine.iter().for_each(|&b| m.forget(b));
+            return Err(e);
+        }
+        // A block is marked saved only under its exclusive lock: a read that found it
+        // unsaved (and reads the origin under the shared lock) ends before the mark, and so
+        // before any write that the mark lets through reaches the origin.
+        commit.sort_unstable();
+        let done: Vec<u64> = commit.iter().map(|&(b, _)| b).collect();
+        let mut at = 0;
+        for run in runs(&done, per_run) {
+            let _l = (!locked).then(|| lock_blocks(origin, run, block));
+            let mut m = self.map_mut();
+            for &(b, slot) in &commit[at..at + run.len()] {
+                m.save(b, slot);
             }
-        }
-        if copied.is_empty() {
-            return saved;
-        }
-        let saved = saved.and_then(|()| self.commit(&copied));
-        if saved.is_err() {
-            return self.settle(&copied, saved);
-        }
-        // A chunk is marked saved only under its exclusive lock, as `preserve` does: a read
-        // that found it unsaved (and reads the origin under the shared lock) ends before the
-        // mark, and so before any write that the mark lets through reaches the origin.
-        for run in runs(&copied) {
-            let _l = origin.lock_chunks(run[0], run[run.len() - 1]);
-            self.settle(run, Ok(()))?;
+            at += run.len();
         }
         Ok(())
     }
 
-    /// Charge `n` chunks from `first` to the pool, noting each one charged in `copied`.
-    fn reserve(&self, first: u64, n: u64, copied: &mut Vec<u64>) -> Result<(), Broken> {
-        for c in first..first + n {
-            if !self.pool.reserve(CHUNK) {
-                return Err(Broken::NoSpace);
-            }
-            copied.push(c);
-        }
-        Ok(())
-    }
-
-    /// Copy `n` chunks of the origin from chunk `first` into the store (not yet durable),
-    /// through `buf`. The store is written past the page cache: saved chunks are rarely
-    /// read, and filling new cache pages costs more than the disk write.
+    /// Copy the blocks of `run` that nobody saved into new slots (the caller holds the run's
+    /// chunk locks); note what must be committed in `commit` and the blocks this call
+    /// allocated in `mine`.
     fn copy_run(
+        &self,
+        origin: &Volume,
+        run: &[u64],
+        commit: &mut Vec<(u64, u64)>,
+        mine: &mut Vec<u64>,
+        buf: &mut Vec<u8>,
+    ) -> Result<(), Broken> {
+        // (first block, count, first slot) of each sub-run this call allocated.
+        let mut copies: Vec<(u64, u64, u64)> = Vec::new();
+        let mut m = self.map_mut();
+        let block = m.block();
+        let mut i = 0;
+        let mut allocated = Ok(());
+        while i < run.len() {
+            match m.get(run[i]) {
+                Slot::Saved(_) => i += 1,
+                Slot::Pending(slot) => {
+                    commit.push((run[i], slot));
+                    i += 1;
+                }
+                Slot::Free => {
+                    let first = run[i];
+                    let mut n = 1;
+                    while i + n < run.len() && m.get(run[i + n]) == Slot::Free {
+                        n += 1;
+                    }
+                    if !self.pool.reserve(n as u64 * block) {
+                        allocated = Err(Broken::NoSpace);
+                        break;
+                    }
+                    let Some(slot) = m.alloc(first, n as u64) else {
+                        self.pool.release(n as u64 * block);
+                        allocated = Err(Broken::Io("the snapshot store is full".into()));
+                        break;
+                    };
+                    copies.push((first, n as u64, slot));
+                    i += n;
+                }
+            }
+        }
+        drop(m);
+        let mut copied = allocated;
+        for &(first, n, slot) in &copies {
+            copied = copied.and_then(|()| self.copy(origin, first, n, slot, buf));
+        }
+        if copied.is_err() {
+            // Still under the lock: nobody saw a pending block of this run without its data.
+            let mut m = self.map_mut();
+            for &(first, n, _) in &copies {
+                (first..first + n).for_each(|b| m.forget(b));
+                self.pool.release(n * block);
+            }
+            return copied;
+        }
+        for (first, n, slot) in copies {
+            for k in 0..n {
+                commit.push((first + k, slot + k));
+                mine.push(first + k);
+            }
+        }
+        Ok(())
+    }
+
+    /// Copy `n` origin blocks from `first` into the store from `slot` (not yet durable),
+    /// through `buf`. A block past the origin's end is padded with zeroes.
+    fn copy(
         &self,
         origin: &Volume,
         first: u64,
         n: u64,
+        slot: u64,
         buf: &mut Vec<u8>,
     ) -> Result<(), Broken> {
         let io = |e: BlockError| Broken::Io(e.to_string());
-        let off = first * CHUNK;
-        let len = (n * CHUNK).min(self.size - off) as usize;
+        let block = self.block_size();
+        let off = first * block;
+        let len = (n * block) as usize;
+        let valid = (len as u64).min(self.size - off) as usize;
         if buf.len() < len + DIRECT_ALIGN {
             buf.resize(len + DIRECT_ALIGN, 0);
         }
         let at = buf.as_ptr().align_offset(DIRECT_ALIGN);
         let data = &mut buf[at..at + len];
-        origin.base().read_at(data, off).map_err(io)?;
-        self.store.write_uncached_at(data, off).map_err(io)
-    }
-
-    /// Make copied chunks durable: the saved data, then their records, before the origin
-    /// changes. Concurrent commits share the syncs.
-    fn commit(&self, cs: &[u64]) -> Result<(), Broken> {
-        let io = |e: std::io::Error| Broken::Io(e.to_string());
-        let g = self.log.append(cs).map_err(io)?;
-        self.log
-            .sync(g, &|| self.store.flush().map_err(std::io::Error::other))
-            .map_err(io)
-    }
-
-    /// Mark committed chunks saved, or give their space back. A chunk saved twice (by two
-    /// writers at once) is charged once.
-    fn settle(&self, cs: &[u64], saved: Result<(), Broken>) -> Result<(), Broken> {
-        if saved.is_err() {
-            self.pool.release(CHUNK * cs.len() as u64);
-            return saved;
+        origin.base().read_at(&mut data[..valid], off).map_err(io)?;
+        data[valid..].fill(0);
+        if len >= DIRECT_MIN {
+            self.store.write_uncached_at(data, slot * block)
+        } else {
+            self.store
+                .write_at(&[Bytes::copy_from_slice(data)], slot * block, false)
         }
-        let mut p = self
-            .preserved
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        for &c in cs {
-            if p.get(c) {
-                self.pool.release(CHUNK);
-            } else {
-                p.set(c);
+        .map_err(io)
+    }
+
+    /// Make copied blocks durable: the saved data first, then their records, so that no
+    /// record can outlive the data it names; the origin changes after that. Concurrent
+    /// commits share the log's sync.
+    fn commit(&self, saved: &[(u64, u64)]) -> Result<(), Broken> {
+        let io = |e: std::io::Error| Broken::Io(e.to_string());
+        self.store.flush().map_err(|e| Broken::Io(e.to_string()))?;
+        let g = self.log.append(saved).map_err(io)?;
+        self.log.sync(g).map_err(io)
+    }
+
+    /// Save the blocks of `[offset, offset + len)` (the caller holds their chunks
+    /// exclusively).
+    fn save_range(&self, origin: &Volume, offset: u64, len: u64) -> Result<(), Broken> {
+        let bs = self.unsaved(offset, len);
+        if bs.is_empty() {
+            return Ok(());
+        }
+        self.save(origin, &bs, true)
+    }
+
+    /// Where the bytes `[pos, pos + len)` of one chunk are: the store for saved blocks, the
+    /// origin for the rest, in pieces that each take one I/O.
+    fn pieces(&self, pos: u64, len: usize) -> Vec<Piece> {
+        let m = self.map();
+        let block = m.block();
+        let mut out: Vec<Piece> = Vec::new();
+        let mut done = 0usize;
+        while done < len {
+            let p = pos + done as u64;
+            let b = p / block;
+            let n = ((block - p % block) as usize).min(len - done);
+            let store = match m.get(b) {
+                Slot::Saved(slot) => Some(slot * block + p % block),
+                _ => None,
+            };
+            match out.last_mut() {
+                Some(last)
+                    if match (last.store, store) {
+                        (None, None) => true,
+                        (Some(a), Some(s)) => a + last.len as u64 == s,
+                        _ => false,
+                    } =>
+                {
+                    last.len += n;
+                }
+                _ => out.push(Piece {
+                    at: done,
+                    len: n,
+                    store,
+                }),
+            }
+            done += n;
+        }
+        out
+    }
+
+    /// Read the point in time at `pos` (within one chunk, whose lock the caller holds).
+    fn read_chunk_part(&self, origin: &Volume, buf: &mut [u8], pos: u64) -> blockdev::Result<()> {
+        for p in self.pieces(pos, buf.len()) {
+            let part = &mut buf[p.at..p.at + p.len];
+            match p.store {
+                Some(at) => self.store.read_at(part, at)?,
+                None => origin.base().read_at(part, pos + p.at as u64)?,
             }
         }
         Ok(())
     }
 
-    /// Take a new point in time: forget every saved chunk (the origin must be quiescent).
+    /// Where the origin byte at `offset` is saved in the store, if it is.
+    #[cfg(test)]
+    pub(crate) fn store_offset(&self, offset: u64) -> Option<u64> {
+        self.pieces(offset, 1).first().and_then(|p| p.store)
+    }
+
+    /// Take a new point in time: forget every saved block (the origin must be quiescent).
     pub fn retake(&self) -> std::io::Result<()> {
-        let mut p = self
-            .preserved
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        self.pool.release(p.count() * CHUNK);
-        p.clear_all();
-        self.log.rewrite(&p)?;
-        let _ = self.store.discard(0, self.size);
+        let mut m = self.map_mut();
+        self.pool.release(m.saved() * m.block());
+        *m = self.log.reset(self.size)?;
+        let _ = self.store.discard(0, self.store.size());
         let mut st = self.st();
         st.broken = None;
         st.written = false;
@@ -276,27 +420,31 @@ impl Snapshot {
 
     /// Delete the snapshot's files and return its space.
     pub fn destroy(&self, store_path: &std::path::Path) {
-        let p = self
-            .preserved
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        self.pool.release(p.count() * CHUNK);
+        let m = self.map();
+        self.pool.release(m.saved() * m.block());
         self.log.remove();
         let _ = std::fs::remove_file(store_path);
     }
 
-    /// A restore source bringing the origin back to this snapshot: the saved chunks are
-    /// exactly those changed since the cut.
+    /// A restore source bringing the origin back to this snapshot: the chunks holding saved
+    /// blocks are exactly those changed since the cut; each is read as the snapshot sees it.
     pub fn restore_source(self: &Arc<Self>) -> Arc<dyn RestoreSource> {
-        let pending = self
-            .preserved
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone();
-        Arc::new(crate::volume::DeviceRestore::new(
-            self.store.clone(),
+        let chunks = self.size.div_ceil(CHUNK);
+        let pending = self.map().saved_chunks(chunks);
+        let snap = self.clone();
+        Arc::new(DeviceRestore::reading(
+            Box::new(move |buf, off| {
+                let origin = snap.origin()?;
+                snap.read_chunk_part(&origin, buf, off)
+            }),
             pending,
         ))
+    }
+
+    fn origin(&self) -> blockdev::Result<Arc<Volume>> {
+        self.origin
+            .upgrade()
+            .ok_or_else(|| BlockError::new(BlockErrorKind::Io, "snapshot origin is gone"))
     }
 
     /// The snapshot as a block device.
@@ -305,16 +453,31 @@ impl Snapshot {
     }
 }
 
-/// Sorted chunk numbers as runs of consecutive chunks, at most `RUN` chunks each.
-fn runs(cs: &[u64]) -> impl Iterator<Item = &[u64]> {
-    let mut rest = cs;
+/// The first and last blocks of `[offset, offset + len)`.
+fn blocks(offset: u64, len: u64, block: u64) -> (u64, u64) {
+    (offset / block, (offset + len.max(1) - 1) / block)
+}
+
+/// Lock the chunks of a run of blocks exclusively.
+fn lock_blocks<'a>(
+    origin: &'a Volume,
+    run: &[u64],
+    block: u64,
+) -> crate::locks::ExclusiveChunks<'a> {
+    let (first, last) = (run[0], run[run.len() - 1]);
+    origin.lock_chunks(first * block / CHUNK, last * block / CHUNK)
+}
+
+/// Sorted block numbers as runs of consecutive blocks, at most `max` blocks each.
+fn runs(bs: &[u64], max: usize) -> impl Iterator<Item = &[u64]> {
+    let mut rest = bs;
     std::iter::from_fn(move || {
         let first = *rest.first()?;
         let n = rest
             .iter()
-            .take(RUN)
+            .take(max.max(1))
             .enumerate()
-            .take_while(|&(k, &c)| c == first + k as u64)
+            .take_while(|&(k, &b)| b == first + k as u64)
             .count();
         let (run, tail) = rest.split_at(n);
         rest = tail;
@@ -324,45 +487,35 @@ fn runs(cs: &[u64]) -> impl Iterator<Item = &[u64]> {
 
 impl WriteHook for Snapshot {
     fn prepare(&self, vol: &Volume, w: &Write<'_>) -> blockdev::Result<()> {
-        {
-            let st = self.st();
-            if st.broken.is_some() || st.inactive {
-                return Ok(());
-            }
+        if self.idle() {
+            return Ok(());
         }
-        for c in w.chunks() {
-            if self.is_preserved(c) {
-                continue;
-            }
-            let _l = (!w.locked).then(|| vol.lock_chunks(c, c));
-            if let Err(e) = self.preserve(vol, c) {
-                tracing::warn!(origin = %vol.name, error = ?e, "snapshot broken");
-                self.st().broken = Some(e);
-                return Ok(());
-            }
+        let bs = self.unsaved(w.offset, w.len);
+        if bs.is_empty() {
+            return Ok(());
+        }
+        let range = w.chunks();
+        let _l = (!w.locked).then(|| vol.lock_chunks(*range.start(), *range.end()));
+        if let Err(e) = self.save(vol, &bs, true) {
+            tracing::warn!(origin = %vol.name, error = ?e, "snapshot broken");
+            self.st().broken = Some(e);
         }
         Ok(())
     }
 
     fn prepare_nowait(&self, _vol: &Volume, w: &Write<'_>) -> bool {
-        // Nothing to do when every chunk was preserved already (or the snapshot is idle).
-        {
-            let st = self.st();
-            if st.broken.is_some() || st.inactive {
-                return true;
-            }
-        }
-        w.chunks().all(|c| self.is_preserved(c))
+        // Nothing to do when every block was saved already (or the snapshot is idle).
+        self.idle() || self.all_saved(w.offset, w.len)
     }
 
     fn start_nowait(&self, _vol: &Volume, _w: &Write<'_>) -> Option<bool> {
         None
     }
 
-    fn defer(&self, _vol: &Volume, w: &Write<'_>) -> Defer {
-        // A first write to a chunk is held, so that its copy-on-write commit is shared with
+    fn defer(&self, vol: &Volume, w: &Write<'_>) -> Defer {
+        // A first write to a block is held, so that its copy-on-write commit is shared with
         // every other first write held meanwhile.
-        if self.prepare_nowait(_vol, w) {
+        if self.prepare_nowait(vol, w) {
             Defer::Allow
         } else {
             Defer::Want
@@ -370,20 +523,16 @@ impl WriteHook for Snapshot {
     }
 
     fn prepare_batch(&self, vol: &Volume, writes: &[Write<'_>]) {
-        {
-            let st = self.st();
-            if st.broken.is_some() || st.inactive {
-                return;
-            }
+        if self.idle() {
+            return;
         }
-        let mut cs: Vec<u64> = writes
+        let mut bs: Vec<u64> = writes
             .iter()
-            .flat_map(Write::chunks)
-            .filter(|&c| !self.is_preserved(c))
+            .flat_map(|w| self.unsaved(w.offset, w.len))
             .collect();
-        cs.sort_unstable();
-        cs.dedup();
-        if let Err(e) = self.preserve_many(vol, &cs) {
+        bs.sort_unstable();
+        bs.dedup();
+        if let Err(e) = self.save(vol, &bs, false) {
             tracing::warn!(origin = %vol.name, error = ?e, "snapshot broken");
             self.st().broken = Some(e);
         }
@@ -400,15 +549,6 @@ struct SnapshotView {
     snap: Arc<Snapshot>,
 }
 
-impl SnapshotView {
-    fn origin(&self) -> blockdev::Result<Arc<Volume>> {
-        self.snap
-            .origin
-            .upgrade()
-            .ok_or_else(|| BlockError::new(BlockErrorKind::Io, "snapshot origin is gone"))
-    }
-}
-
 impl BlockDevice for SnapshotView {
     fn size(&self) -> u64 {
         self.snap.size
@@ -419,20 +559,16 @@ impl BlockDevice for SnapshotView {
         if self.snap.broken().is_some() {
             return Err(BlockError::new(BlockErrorKind::Io, "snapshot is broken"));
         }
-        let origin = self.origin()?;
+        let origin = self.snap.origin()?;
         let mut done = 0usize;
         while done < buf.len() {
             let pos = offset + done as u64;
             let c = pos / CHUNK;
             let n = (CHUNK - pos % CHUNK).min((buf.len() - done) as u64) as usize;
-            let part = &mut buf[done..done + n];
             // Shared: a copy-on-write of this chunk cannot interleave with the read.
             let _l = origin.lock_chunks_shared(c, c);
-            if self.snap.is_preserved(c) {
-                self.snap.store.read_at(part, pos)?;
-            } else {
-                origin.base().read_at(part, pos)?;
-            }
+            self.snap
+                .read_chunk_part(&origin, &mut buf[done..done + n], pos)?;
             done += n;
         }
         Ok(())
@@ -448,17 +584,27 @@ impl BlockDevice for SnapshotView {
         }
         let len = blockdev::total_len(bufs);
         blockdev::check_range(self.snap.size, offset, len)?;
-        let origin = self.origin()?;
+        let origin = self.snap.origin()?;
         let range = crate::bitmap::chunks(offset, len);
         let _l = origin.lock_chunks(*range.start(), *range.end());
-        for c in range {
-            self.snap.preserve(&origin, c).map_err(|e| {
-                self.snap.st().broken = Some(e.clone());
-                BlockError::new(BlockErrorKind::NoSpace, format!("{e:?}"))
-            })?;
-        }
+        self.snap.save_range(&origin, offset, len).map_err(|e| {
+            self.snap.st().broken = Some(e.clone());
+            BlockError::new(BlockErrorKind::NoSpace, format!("{e:?}"))
+        })?;
         self.snap.st().written = true;
-        self.snap.store.write_at(bufs, offset, fua)
+        // Every block is saved now: the data goes to their slots.
+        for p in self.snap.pieces(offset, len as usize) {
+            let Some(at) = p.store else {
+                return Err(BlockError::new(
+                    BlockErrorKind::Io,
+                    "a saved block has no slot",
+                ));
+            };
+            self.snap
+                .store
+                .write_at(&slice(bufs, p.at, p.len), at, fua)?;
+        }
+        Ok(())
     }
 
     fn flush(&self) -> blockdev::Result<()> {
@@ -483,25 +629,51 @@ impl BlockDevice for SnapshotView {
     }
 }
 
+/// Bytes `[at, at + len)` of the concatenation of `bufs`, without copying.
+fn slice(bufs: &[Bytes], at: usize, len: usize) -> Vec<Bytes> {
+    let mut out = Vec::new();
+    let (mut skip, mut left) = (at, len);
+    for b in bufs {
+        if left == 0 {
+            break;
+        }
+        if skip >= b.len() {
+            skip -= b.len();
+            continue;
+        }
+        let n = (b.len() - skip).min(left);
+        out.push(b.slice(skip..skip + n));
+        skip = 0;
+        left -= n;
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
+    use bytes::Bytes;
+
     #[test]
     fn runs_split_at_gaps_and_at_the_run_limit() {
-        let cs: Vec<u64> = [1, 2, 3, 7, 9, 10]
+        const MAX: usize = 32;
+        let bs: Vec<u64> = [1, 2, 3, 7, 9, 10]
             .into_iter()
-            .chain(100..100 + super::RUN as u64 + 2)
+            .chain(100..100 + MAX as u64 + 2)
             .collect();
-        let runs: Vec<(u64, usize)> = super::runs(&cs).map(|r| (r[0], r.len())).collect();
+        let runs: Vec<(u64, usize)> = super::runs(&bs, MAX).map(|r| (r[0], r.len())).collect();
         assert_eq!(
             runs,
-            vec![
-                (1, 3),
-                (7, 1),
-                (9, 2),
-                (100, super::RUN),
-                (100 + super::RUN as u64, 2)
-            ]
+            vec![(1, 3), (7, 1), (9, 2), (100, MAX), (100 + MAX as u64, 2)]
         );
-        assert_eq!(super::runs(&[]).count(), 0);
+        assert_eq!(super::runs(&[], MAX).count(), 0);
+    }
+
+    #[test]
+    fn slices_cross_buffer_boundaries_without_copying() {
+        let bufs = [Bytes::from_static(b"abc"), Bytes::from_static(b"defgh")];
+        let got: Vec<u8> = super::slice(&bufs, 2, 4).concat();
+        assert_eq!(got, b"cdef");
+        assert_eq!(super::slice(&bufs, 3, 5).concat(), b"defgh");
+        assert!(super::slice(&bufs, 8, 0).is_empty());
     }
 }

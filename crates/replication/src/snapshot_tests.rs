@@ -51,14 +51,17 @@ fn snapshot_keeps_the_point_in_time() {
     let view = s.view();
     assert!(read(&*view, 0, SIZE as usize).iter().all(|&x| x == b'a'));
     v.flush().unwrap();
+    // Saved: the one block the first write touched, the 16 blocks of chunk 5.
+    assert_eq!(s.block_size(), 4096);
     assert_eq!(
-        s.preserved_chunks(),
-        2,
-        "only the first write to each chunk copies"
+        s.saved_blocks(),
+        17,
+        "only the first write to each block copies it"
     );
+    assert_eq!(pool.used(), 17 * 4096);
     fill(&v, 2 * CHUNK, 10, b'd');
     v.flush().unwrap();
-    assert_eq!(s.preserved_chunks(), 2);
+    assert_eq!(s.saved_blocks(), 17);
     assert_eq!(read(&*v, 2 * CHUNK, 1)[0], b'd');
     // A second snapshot sees the new data.
     let s2 = snapshot(&v, dir.path(), "s2", &pool);
@@ -88,19 +91,20 @@ fn snapshot_survives_reopen() {
         v.remove_hook(&h);
     }
     drop(s);
-    // Reopened from its log (as after a restart, with a fresh pool): chunk 3 is still
+    // Reopened from its map (as after a restart, with a fresh pool): the block is still
     // served from the store, and charged to the pool again.
     let pool = Arc::new(Pool::new("p", dir.path(), 0).unwrap());
     let s = Snapshot::open(&v, store, &dir.path().join("s"), pool.clone(), false).unwrap();
-    assert_eq!(s.preserved_chunks(), 1);
-    assert_eq!(pool.used(), CHUNK);
+    assert_eq!(s.saved_blocks(), 1);
+    assert_eq!(pool.used(), 4096);
     assert!(read(&*s.view(), 3 * CHUNK, 10).iter().all(|&x| x == 1));
 }
 
 #[test]
 fn full_pool_breaks_the_snapshot_not_the_origin() {
     let dir = tempfile::tempdir().unwrap();
-    let pool = Arc::new(Pool::new("p", dir.path(), 2 * CHUNK).unwrap());
+    // Room for two saved blocks.
+    let pool = Arc::new(Pool::new("p", dir.path(), 2 * 4096).unwrap());
     let v = volume();
     let s = snapshot(&v, dir.path(), "s", &pool);
     fill(&v, 0, 10, 1);
@@ -152,6 +156,101 @@ fn restore_from_snapshot_while_writing() {
         };
         assert_eq!(b, want, "byte {i}");
     }
+}
+
+#[test]
+fn a_snapshot_of_an_earlier_version_is_converted_and_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let pool = Arc::new(Pool::new("p", dir.path(), 0).unwrap());
+    let v = volume();
+    fill(&v, 0, SIZE as usize, b'a');
+    // As an earlier version left a snapshot: chunk 3 saved at its own offset in the store
+    // (the cut's data, 'o'), its number in the chunk log, the origin changed since.
+    let store: Arc<dyn BlockDevice> = Arc::new(MemDevice::new(SIZE));
+    store
+        .write_at(&[Bytes::from(vec![b'o'; CHUNK as usize])], 3 * CHUNK, false)
+        .unwrap();
+    let legacy = dir.path().join("s");
+    {
+        let (log, _) = crate::bitmap::ChunkLog::open(&legacy, 16).unwrap();
+        let g = log.append(&[3]).unwrap();
+        log.sync(g, &|| Ok(())).unwrap();
+    }
+    let s = Snapshot::open(&v, store.clone(), &legacy, pool.clone(), false).unwrap();
+    {
+        let _q = v.quiesce();
+        v.add_hook(s.clone());
+    }
+    assert!(!legacy.exists() && dir.path().join("s.map").exists());
+    assert_eq!((s.block_size(), s.saved_blocks()), (CHUNK, 1));
+    assert_eq!(pool.used(), CHUNK);
+    assert_eq!(
+        read(&*s.view(), 3 * CHUNK, CHUNK as usize),
+        vec![b'o'; CHUNK as usize]
+    );
+    // A first write after the upgrade saves its chunk at its own offset, as before.
+    fill(&v, 6 * CHUNK + 10, 10, b'x');
+    v.flush().unwrap();
+    assert_eq!(
+        read(&*store, 6 * CHUNK, CHUNK as usize),
+        vec![b'a'; CHUNK as usize]
+    );
+    assert_eq!(
+        read(&*s.view(), 6 * CHUNK, CHUNK as usize),
+        vec![b'a'; CHUNK as usize]
+    );
+    // A new point in time takes the current layout.
+    {
+        let _q = v.quiesce();
+        s.retake().unwrap();
+    }
+    assert_eq!(
+        (s.block_size(), s.saved_blocks(), pool.used()),
+        (4096, 0, 0)
+    );
+    fill(&v, 9 * CHUNK, 10, b'y');
+    v.flush().unwrap();
+    assert_eq!(s.store_offset(9 * CHUNK), Some(0));
+    assert_eq!(read(&*s.view(), 9 * CHUNK, 4096), vec![b'a'; 4096]);
+}
+
+#[test]
+fn an_origin_that_ends_inside_a_block() {
+    let dir = tempfile::tempdir().unwrap();
+    let pool = Arc::new(Pool::new("p", dir.path(), 0).unwrap());
+    let size = 3 * CHUNK - 512;
+    let v = Volume::new("v", Arc::new(MemDevice::new(size)));
+    fill(&v, 0, size as usize, b'a');
+    let store: Arc<dyn BlockDevice> = Arc::new(MemDevice::new(crate::snapmap::store_size(size)));
+    let s = Snapshot::open(&v, store, &dir.path().join("s"), pool, false).unwrap();
+    {
+        let _q = v.quiesce();
+        v.add_hook(s.clone());
+    }
+    // The last block (3584 bytes) first, then one before it: the last block's slot is not
+    // at the end of the store.
+    fill(&v, size - 512, 512, b'z');
+    fill(&v, CHUNK, 4096, b'z');
+    v.flush().unwrap();
+    assert_eq!(s.saved_blocks(), 2);
+    assert!(
+        read(&*s.view(), 0, size as usize)
+            .iter()
+            .all(|&x| x == b'a')
+    );
+    assert_eq!(read(&*v, size - 512, 512), vec![b'z'; 512]);
+    let small: Arc<dyn BlockDevice> = Arc::new(MemDevice::new(size));
+    assert!(
+        Snapshot::open(
+            &v,
+            small,
+            &dir.path().join("t"),
+            Arc::new(Pool::new("q", dir.path(), 0).unwrap()),
+            false
+        )
+        .is_err(),
+        "a store without room for whole blocks is refused"
+    );
 }
 
 #[test]
@@ -231,7 +330,7 @@ fn writes_that_must_not_wait_leave_volumes_with_relationships_to_the_hooks() {
     let b = [Bytes::from(vec![b'y'; 4096])];
     assert!(!v.write_at_nowait(&b, 3 * CHUNK, true).unwrap());
     assert_eq!(read(&*v, 3 * CHUNK, 4096), vec![b'a'; 4096]);
-    assert_eq!(s.preserved_chunks(), 0);
+    assert_eq!(s.saved_blocks(), 0);
     // Without FUA it is held in the volume's write cache: reads see it at once, the
     // snapshot still reads the cut, and a flush applies it once the chunk is saved.
     let z = [Bytes::from(vec![b'z'; 100])];
@@ -239,7 +338,7 @@ fn writes_that_must_not_wait_leave_volumes_with_relationships_to_the_hooks() {
     assert_eq!(read(&*v, 3 * CHUNK, 1), vec![b'z']);
     assert_eq!(read(&*s.view(), 3 * CHUNK, 4096), vec![b'a'; 4096]);
     v.flush().unwrap();
-    assert_eq!(s.preserved_chunks(), 1);
+    assert_eq!(s.saved_blocks(), 1);
     assert_eq!(read(&**v.base(), 3 * CHUNK, 1), vec![b'z']);
     // Once the chunk is preserved, an overwrite needs nothing but memory.
     assert!(v.write_at_nowait(&b, 3 * CHUNK, false).unwrap());

@@ -175,18 +175,34 @@ pub trait RestoreSource: Send + Sync + std::fmt::Debug {
 }
 
 /// The common restore source: chunks of `pending` are read from a device at their own
-/// offset (a snapshot store, a clone, a mirror target).
-#[derive(Debug)]
+/// offset (a clone, a mirror target), or by a function (a snapshot's point in time).
 pub struct DeviceRestore {
-    from: Arc<dyn BlockDevice>,
+    read: ReadAt,
     pending: std::sync::Mutex<crate::bitmap::Bitmap>,
+}
+
+/// Reads `buf.len()` bytes at an offset.
+pub type ReadAt = Box<dyn Fn(&mut [u8], u64) -> blockdev::Result<()> + Send + Sync>;
+
+impl std::fmt::Debug for DeviceRestore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeviceRestore")
+            .field("pending", &self.pending)
+            .finish_non_exhaustive()
+    }
 }
 
 impl DeviceRestore {
     /// Restore the chunks of `pending` from `from`.
     pub fn new(from: Arc<dyn BlockDevice>, pending: crate::bitmap::Bitmap) -> Self {
+        Self::reading(Box::new(move |buf, off| from.read_at(buf, off)), pending)
+    }
+
+    /// Restore the chunks of `pending` with what `read` reads at their offset. The volume
+    /// holds a chunk's lock exclusively while `read` reads it.
+    pub fn reading(read: ReadAt, pending: crate::bitmap::Bitmap) -> Self {
         Self {
-            from,
+            read,
             pending: std::sync::Mutex::new(pending),
         }
     }
@@ -204,7 +220,7 @@ impl RestoreSource for DeviceRestore {
     }
 
     fn read_chunk(&self, c: u64, buf: &mut [u8]) -> blockdev::Result<()> {
-        self.from.read_at(buf, c * CHUNK)
+        (self.read)(buf, c * CHUNK)
     }
 
     fn restored(&self, c: u64) -> blockdev::Result<()> {

@@ -15,12 +15,13 @@ const SIZE: u64 = 32 * CHUNK;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Event {
-    StoreWrite(u64),
+    /// A write of (offset, length).
+    StoreWrite(u64, u64),
     StoreFlush,
-    OriginWrite(u64),
+    OriginWrite(u64, u64),
 }
 
-/// Records writes and flushes (by chunk) into a shared log; flushes can be held up.
+/// Records writes and flushes into a shared log; flushes can be held up.
 #[derive(Debug)]
 struct Recorder {
     inner: MemDevice,
@@ -95,13 +96,11 @@ impl BlockDevice for Recorder {
 
     fn write_at(&self, bufs: &[Bytes], offset: u64, fua: bool) -> blockdev::Result<()> {
         let len = blockdev::total_len(bufs);
-        for c in crate::bitmap::chunks(offset, len) {
-            self.log.lock().unwrap().push(if self.origin {
-                Event::OriginWrite(c)
-            } else {
-                Event::StoreWrite(c)
-            });
-        }
+        self.log.lock().unwrap().push(if self.origin {
+            Event::OriginWrite(offset, len)
+        } else {
+            Event::StoreWrite(offset, len)
+        });
         self.inner.write_at(bufs, offset, fua)
     }
 
@@ -128,17 +127,28 @@ impl BlockDevice for Recorder {
     }
 }
 
-/// Chunk `c` was saved, then made durable, then overwritten.
-fn assert_saved_before_overwritten(log: &[Event], c: u64) {
-    let saved = log.iter().position(|e| *e == Event::StoreWrite(c)).unwrap();
+/// The origin byte at `off` was saved, then made durable, then overwritten.
+fn assert_saved_before_overwritten(log: &[Event], snap: &Snapshot, off: u64) {
+    let slot = snap.store_offset(off).expect("saved");
+    let saved = log
+        .iter()
+        .position(|e| matches!(*e, Event::StoreWrite(a, l) if (a..a + l).contains(&slot)))
+        .unwrap();
+    assert!(origin_written(log, off));
     let written = log
         .iter()
-        .position(|e| *e == Event::OriginWrite(c))
+        .position(|e| matches!(*e, Event::OriginWrite(a, l) if (a..a + l).contains(&off)))
         .unwrap();
     assert!(
         log[saved..written].contains(&Event::StoreFlush),
-        "chunk {c}: {log:?}"
+        "origin byte {off}: {log:?}"
     );
+}
+
+/// Whether the origin byte at `off` has been written.
+fn origin_written(log: &[Event], off: u64) -> bool {
+    log.iter()
+        .any(|e| matches!(*e, Event::OriginWrite(a, l) if (a..a + l).contains(&off)))
 }
 
 fn write(v: &Volume, off: u64, len: usize, byte: u8, fua: bool) {
@@ -192,19 +202,33 @@ fn rig() -> Rig {
 }
 
 #[test]
-fn a_batch_of_scattered_chunks_is_saved_with_one_commit() {
+fn a_batch_of_scattered_blocks_is_saved_with_one_commit_into_consecutive_slots() {
     let r = rig();
+    assert_eq!(r.snap.block_size(), 4096);
     r.store.hold_flush.store(true, Ordering::SeqCst);
     write(&r.origin, 0, 4096, b'b', false);
     r.store.wait_blocked();
-    // Ten chunks, no two adjacent: ten runs in the next batch.
+    // Ten blocks in ten chunks, no two adjacent: ten runs in the next batch.
     for c in (2..22).step_by(2) {
         write(&r.origin, c * CHUNK + 4096, 4096, b'c', false);
     }
     r.store.release();
     r.origin.flush().unwrap();
-    assert_eq!(r.snap.preserved_chunks(), 11);
-    assert_eq!(r.pool.used(), 11 * CHUNK, "each saved chunk charged once");
+    assert_eq!(
+        r.snap.saved_blocks(),
+        11,
+        "only the blocks written are saved"
+    );
+    assert_eq!(r.pool.used(), 11 * 4096, "each saved block charged once");
+    // The store is filled from its start: block 0 in slot 0, the batch's blocks after it
+    // in the order of the origin.
+    assert_eq!(r.snap.store_offset(0), Some(0));
+    for (k, c) in (2..22).step_by(2).enumerate() {
+        assert_eq!(
+            r.snap.store_offset(c * CHUNK + 4096 + 10),
+            Some((k as u64 + 1) * 4096 + 10)
+        );
+    }
     let log = r.log.lock().unwrap().clone();
     let flushes = log.iter().filter(|e| **e == Event::StoreFlush).count();
     assert_eq!(flushes, 2, "{log:?}");
@@ -219,7 +243,7 @@ fn a_batch_of_scattered_chunks_is_saved_with_one_commit() {
             vec![b'c'; 4096],
             "chunk {c} of the origin"
         );
-        assert_saved_before_overwritten(&log, c);
+        assert_saved_before_overwritten(&log, &r.snap, c * CHUNK + 4096);
     }
 }
 
@@ -247,7 +271,8 @@ fn held_first_writes_share_one_commit_and_reach_the_origin_only_after_it() {
     }
     r.store.release();
     r.origin.flush().unwrap();
-    assert_eq!(r.snap.preserved_chunks(), 16);
+    // Every write but the first spans two blocks.
+    assert_eq!(r.snap.saved_blocks(), 31);
     let log = r.log.lock().unwrap().clone();
     let flushes = log.iter().filter(|e| **e == Event::StoreFlush).count();
     assert_eq!(
@@ -255,7 +280,7 @@ fn held_first_writes_share_one_commit_and_reach_the_origin_only_after_it() {
         "one commit for the first write, one for the 15 held behind it: {log:?}"
     );
     for c in 0..16 {
-        assert_saved_before_overwritten(&log, c);
+        assert_saved_before_overwritten(&log, &r.snap, c * CHUNK + 512);
     }
     assert_eq!(
         read(&**r.origin.base(), 5 * CHUNK + 512, 4096),
@@ -296,9 +321,7 @@ fn a_snapshot_read_racing_a_held_first_write_keeps_the_point_in_time() {
         // held write would reach the origin now, under the reader's feet.
         store.release();
         let until = std::time::Instant::now() + std::time::Duration::from_millis(300);
-        while !log.lock().unwrap().contains(&Event::OriginWrite(0))
-            && std::time::Instant::now() < until
-        {
+        while !origin_written(&log.lock().unwrap(), 0) && std::time::Instant::now() < until {
             std::thread::sleep(std::time::Duration::from_millis(1));
         }
         base.release_read();

@@ -121,10 +121,13 @@ fn writable_snapshot_reports_skewed_and_restore_reverts_the_source() {
     rig.svc
         .expose("s_1", "iqn.2026-11.test:t", 0, false)
         .unwrap();
-    rig.write("s_1", 20 * CHUNK, 512, 7);
+    // Across four snapshot blocks, the first and last in part; the source then
+    // overwrites some of them (saved already: the snapshot keeps its own writes).
+    rig.write("s_1", 20 * CHUNK + 4000, 9000, 7);
     assert_eq!(rig.state(id), CopyState::Skewed);
+    rig.write("a", 20 * CHUNK, 8192, 3);
     let mut want = cut;
-    want[(20 * CHUNK) as usize..(20 * CHUNK) as usize + 512].fill(7);
+    want[(20 * CHUNK) as usize + 4000..(20 * CHUNK) as usize + 13000].fill(7);
     assert_same(&rig.read_all("s_1"), &want, "images");
     // Restore: the source reads as the snapshot (with its writes).
     rig.modify(RESTORE, gid);

@@ -607,7 +607,7 @@ impl ReplicationService {
         let t = now();
         match sync_type {
             SyncType::Snapshot => {
-                let store = open_new(Path::new(&path), src_rec.size)?;
+                let store = open_new(Path::new(&path), crate::snapmap::store_size(src_rec.size))?;
                 let snap = Snapshot::open(
                     &src_vol,
                     store,

@@ -161,8 +161,13 @@ impl ReplicationService {
                 let pool = self
                     .pool(trec.pool.as_deref())
                     .ok_or_else(|| std::io::Error::other("pool is gone"))?;
-                let store = FileDevice::open(Path::new(&trec.path), Some(trec.size), false)
-                    .map_err(std::io::Error::other)?;
+                // Stores of earlier versions may be a little smaller: grown to size.
+                let store = FileDevice::open(
+                    Path::new(&trec.path),
+                    Some(crate::snapmap::store_size(trec.size)),
+                    false,
+                )
+                .map_err(std::io::Error::other)?;
                 let writable = trec.exposures.iter().any(|e| !e.read_only);
                 let snap = Snapshot::open(
                     &source,
