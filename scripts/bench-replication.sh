@@ -10,9 +10,9 @@
 #   - 4 KiB writes at depth 1 (IOPS and mean latency) and depth 32, 1 MiB writes at depth 32;
 #     after every run the asynchronous mirror's journal is drained (not timed), so that no
 #     run pays for shipping another's writes;
-#   - snapshot: 4 KiB writes one per 64 KiB chunk (every write copies a chunk first: "first
-#     write"), then the same writes again ("overwrite"); against the plain LUN with the same
-#     pattern.
+#   - snapshot: 4 KiB writes one per 64 KiB (scattered; every write copies a snapshot block
+#     first: "first write"), then the same writes again ("overwrite"); against the plain LUN
+#     with the same pattern.
 #
 # Usage: scripts/bench-replication.sh [--quick] [--rounds N]
 #   IRONLUN_IO_THREADS=n  the server's io_threads (default 4, as in its default configuration)
@@ -131,7 +131,7 @@ for round in $(seq "$ROUNDS"); do
         add "4k32:$lun" "$(run $lun -c $N4K32 -d 32 -s 4k)"
         add "1m32:$lun" "$(run $lun -c $N1M -d 32 -s 1M)"
     done
-    # A fresh snapshot of lun3, then one 4 KiB write per 64 KiB chunk (first writes), then
+    # A fresh snapshot of lun3, then one 4 KiB write per 64 KiB (first writes), then
     # the same writes again (overwrites); the plain LUN with the same pattern alongside.
     admin snapshot lun3 --name "snap$round" --wait > /dev/null
     add "first:0" "$(runf 0 -c $NSNAP -d 32 -s 4k -S 64k)"
