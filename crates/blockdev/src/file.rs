@@ -198,7 +198,9 @@ impl FileDevice {
     /// One `pwritev2` of up to [`IOV_MAX`] buffers from `bufs`, the first from `start`:
     /// bytes written, or -1 with the error in `errno`.
     fn pwritev2(&self, bufs: &[Bytes], start: usize, offset: u64, flags: i32) -> isize {
-        let iov: Vec<libc::iovec> = bufs
+        // Write data arrives in a few pieces (one per Data-Out PDU): no allocation for up
+        // to eight.
+        let iov: smallvec::SmallVec<[libc::iovec; 8]> = bufs
             .iter()
             .take(IOV_MAX)
             .enumerate()

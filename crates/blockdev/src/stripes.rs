@@ -4,6 +4,12 @@
 
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
+use smallvec::SmallVec;
+
+/// Guards held without a heap allocation: a range within one or a few stripes (every I/O
+/// of up to this many units) locks with no allocation.
+type Guards<G> = SmallVec<[G; 4]>;
+
 /// Striped locks.
 #[derive(Debug)]
 pub struct StripedLocks {
@@ -13,13 +19,13 @@ pub struct StripedLocks {
 /// Held shared stripes (released on drop).
 #[derive(Debug)]
 pub struct SharedStripes<'a> {
-    _g: Vec<RwLockReadGuard<'a, ()>>,
+    _g: Guards<RwLockReadGuard<'a, ()>>,
 }
 
 /// Held exclusive stripes (released on drop).
 #[derive(Debug)]
 pub struct ExclusiveStripes<'a> {
-    _g: Vec<RwLockWriteGuard<'a, ()>>,
+    _g: Guards<RwLockWriteGuard<'a, ()>>,
 }
 
 impl StripedLocks {
@@ -30,15 +36,19 @@ impl StripedLocks {
         }
     }
 
-    fn indexes(&self, first: u64, last: u64) -> Vec<usize> {
+    /// The stripes of units `first..=last`, ascending, each once: every stripe, or one
+    /// run, or two when the range wraps past the last stripe.
+    fn indexes(&self, first: u64, last: u64) -> impl Iterator<Item = usize> {
         let n = self.stripes.len() as u64;
-        if last.saturating_sub(first) + 1 >= n {
-            return (0..n as usize).collect();
-        }
-        let mut v: Vec<usize> = (first..=last).map(|u| (u % n) as usize).collect();
-        v.sort_unstable();
-        v.dedup();
-        v
+        let (a, b) = ((first % n) as usize, (last % n) as usize);
+        let (low, high) = if last.saturating_sub(first) + 1 >= n {
+            (0..0, 0..n as usize)
+        } else if a <= b {
+            (0..0, a..b + 1)
+        } else {
+            (0..b + 1, a..n as usize)
+        };
+        low.chain(high)
     }
 
     /// Lock units `first..=last` shared.
@@ -46,7 +56,6 @@ impl StripedLocks {
         SharedStripes {
             _g: self
                 .indexes(first, last)
-                .into_iter()
                 .map(|i| {
                     self.stripes[i]
                         .read()
@@ -59,7 +68,7 @@ impl StripedLocks {
     /// Lock units `first..=last` shared if no stripe is held exclusively now (`None`: one
     /// is, and nothing is held).
     pub fn try_shared(&self, first: u64, last: u64) -> Option<SharedStripes<'_>> {
-        let mut g = Vec::new();
+        let mut g = Guards::new();
         for i in self.indexes(first, last) {
             match self.stripes[i].try_read() {
                 Ok(r) => g.push(r),
@@ -75,7 +84,6 @@ impl StripedLocks {
         ExclusiveStripes {
             _g: self
                 .indexes(first, last)
-                .into_iter()
                 .map(|i| {
                     self.stripes[i]
                         .write()
@@ -93,9 +101,13 @@ mod tests {
     #[test]
     fn ranges_map_onto_sorted_stripes() {
         let l = StripedLocks::new(64);
-        assert_eq!(l.indexes(0, 0), vec![0]);
-        assert_eq!(l.indexes(63, 64), vec![0, 63]);
-        assert_eq!(l.indexes(0, 1 << 40).len(), 64);
+        let ix = |a, b| l.indexes(a, b).collect::<Vec<_>>();
+        assert_eq!(ix(0, 0), vec![0]);
+        assert_eq!(ix(63, 64), vec![0, 63]);
+        assert_eq!(ix(62, 66), vec![0, 1, 2, 62, 63]);
+        assert_eq!(ix(130, 131), vec![2, 3]);
+        assert_eq!(ix(0, 63), (0..64).collect::<Vec<_>>());
+        assert_eq!(ix(5, 1 << 40), (0..64).collect::<Vec<_>>());
         // An exclusive holder keeps out a shared one on the same stripe only.
         let x = l.exclusive(5, 5);
         drop(l.shared(6, 6));

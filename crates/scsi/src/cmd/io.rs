@@ -67,8 +67,8 @@ fn check_rw(lu: &LogicalUnit, rw: &Rw, max_blocks: u32) -> CmdResult<()> {
 }
 
 /// The first `len` bytes of a buffer list, without copying.
-pub(crate) fn prefix(bufs: &[Bytes], len: usize) -> Vec<Bytes> {
-    let mut out = Vec::new();
+pub(crate) fn prefix(bufs: &[Bytes], len: usize) -> smallvec::SmallVec<[Bytes; 4]> {
+    let mut out = smallvec::SmallVec::new();
     let mut left = len;
     for b in bufs {
         if left == 0 {
