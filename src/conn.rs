@@ -67,7 +67,8 @@ pub async fn serve(server: Arc<Server>, stream: TcpStream, group: u16) {
     let _ = stream.set_nodelay(true);
     let (rd, wr) = stream.into_split();
     let (out_tx, out_rx) = mpsc::unbounded_channel::<Vec<OutFrame>>();
-    let writer = tokio::spawn(writer_task(wr, out_rx));
+    let (spare_tx, spare_rx) = mpsc::unbounded_channel::<Vec<OutFrame>>();
+    let writer = tokio::spawn(writer_task(wr, out_rx, spare_tx));
     let mut c = Conn {
         server,
         rd,
@@ -77,6 +78,7 @@ pub async fn serve(server: Arc<Server>, stream: TcpStream, group: u16) {
         dec: FrameDecoder::default(),
         enc: FrameEncoder::default(),
         out: out_tx,
+        spare: spare_rx,
         group,
         local,
     };
@@ -90,13 +92,20 @@ pub async fn serve(server: Arc<Server>, stream: TcpStream, group: u16) {
     let _ = tokio::time::timeout(Duration::from_secs(5), writer).await;
 }
 
-/// Writes batches of frames with vectored writes until the channel closes.
-async fn writer_task(mut wr: OwnedWriteHalf, mut rx: mpsc::UnboundedReceiver<Vec<OutFrame>>) {
+/// Writes batches of frames with vectored writes until the channel closes. Emptied batch
+/// vectors go back to the connection through `spare`, so that a batch costs no allocation.
+async fn writer_task(
+    mut wr: OwnedWriteHalf,
+    mut rx: mpsc::UnboundedReceiver<Vec<OutFrame>>,
+    spare: mpsc::UnboundedSender<Vec<OutFrame>>,
+) {
     let mut frames: Vec<OutFrame> = Vec::new();
-    while let Some(batch) = rx.recv().await {
-        frames.extend(batch);
-        while let Ok(more) = rx.try_recv() {
-            frames.extend(more);
+    while let Some(mut batch) = rx.recv().await {
+        frames.append(&mut batch);
+        let _ = spare.send(batch);
+        while let Ok(mut more) = rx.try_recv() {
+            frames.append(&mut more);
+            let _ = spare.send(more);
             if frames.len() > 256 {
                 break;
             }
@@ -111,7 +120,8 @@ async fn writer_task(mut wr: OwnedWriteHalf, mut rx: mpsc::UnboundedReceiver<Vec
 }
 
 async fn write_frames(wr: &mut OwnedWriteHalf, frames: &[OutFrame]) -> std::io::Result<()> {
-    let mut parts: Vec<&[u8]> = Vec::with_capacity(frames.len() * 3);
+    // On the stack for the usual handful of frames.
+    let mut parts: smallvec::SmallVec<[&[u8]; 24]> = smallvec::SmallVec::new();
     for f in frames {
         for p in [&f.header[..], &f.data[..], &f.trailer[..]] {
             if !p.is_empty() {
@@ -122,7 +132,7 @@ async fn write_frames(wr: &mut OwnedWriteHalf, frames: &[OutFrame]) -> std::io::
     let mut idx = 0;
     let mut off = 0;
     while idx < parts.len() {
-        let slices: Vec<IoSlice<'_>> = parts[idx..]
+        let slices: smallvec::SmallVec<[IoSlice<'_>; 24]> = parts[idx..]
             .iter()
             .take(512)
             .enumerate()
@@ -170,6 +180,8 @@ struct Conn {
     dec: FrameDecoder,
     enc: FrameEncoder,
     out: mpsc::UnboundedSender<Vec<OutFrame>>,
+    /// Batch vectors the writer has emptied, for reuse.
+    spare: mpsc::UnboundedReceiver<Vec<OutFrame>>,
     group: u16,
     local: Option<SocketAddr>,
 }
@@ -458,8 +470,11 @@ impl Conn {
                     }
                 }
             }
-            if !batch.is_empty() && self.out.send(std::mem::take(&mut batch)).is_err() {
-                break;
+            if !batch.is_empty() {
+                let spare = self.spare.try_recv().unwrap_or_default();
+                if self.out.send(std::mem::replace(&mut batch, spare)).is_err() {
+                    break;
+                }
             }
             if !poll.is_zero() && one_at_a_time >= POLL_AFTER && executing.is_empty() {
                 match self.poll_next(&mut ffp, poll).await {

@@ -74,7 +74,7 @@ fn command(i: &mut Initiator, lun: u16, cdb: &[u8; 16], data: &[u8]) -> Option<u
         expected_len: data.len() as u32,
         cmd_sn: i.cmd_sn,
         exp_stat_sn: i.exp_stat_sn,
-        cdb: Bytes::copy_from_slice(cdb),
+        cdb: iscsi_proto::pdu::Cdb::from_slice(cdb),
         data: Bytes::copy_from_slice(data),
         ..Default::default()
     });

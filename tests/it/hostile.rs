@@ -241,7 +241,7 @@ fn cmdsn_outside_the_window_and_unknown_transfer_tags() {
         itt,
         cmd_sn: i.cmd_sn.wrapping_add(1000),
         exp_stat_sn: i.exp_stat_sn,
-        cdb: Bytes::copy_from_slice(&[0u8; 16]),
+        cdb: iscsi_proto::pdu::Cdb::from_slice(&[0u8; 16]),
         ..Default::default()
     };
     i.send(&Pdu::ScsiCommand(far));
@@ -291,7 +291,7 @@ fn commands_beyond_max_cmdsn_are_not_executed() {
             expected_len: 512,
             cmd_sn: start.wrapping_add(k),
             exp_stat_sn: i.exp_stat_sn,
-            cdb: Bytes::copy_from_slice(&cdb),
+            cdb: iscsi_proto::pdu::Cdb::from_slice(&cdb),
             data: Bytes::from(vec![0xee; 512]),
             ..Default::default()
         });

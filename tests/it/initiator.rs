@@ -246,7 +246,7 @@ impl Initiator {
             expected_len: edtl,
             cmd_sn: self.cmd_sn,
             exp_stat_sn: self.exp_stat_sn,
-            cdb: Bytes::copy_from_slice(if cdb.len() > 16 { cdb } else { &c }),
+            cdb: iscsi_proto::pdu::Cdb::from_slice(if cdb.len() > 16 { cdb } else { &c }),
             data: Bytes::copy_from_slice(&data_out[..imm]),
             ..Default::default()
         };

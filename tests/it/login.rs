@@ -188,7 +188,7 @@ fn crc32c_digests_protect_commands() {
         itt: 4242,
         expected_len: 512,
         cmd_sn: i.cmd_sn,
-        cdb: bytes::Bytes::copy_from_slice(&cdb),
+        cdb: iscsi_proto::pdu::Cdb::from_slice(&cdb),
         data: bytes::Bytes::from(vec![1u8; 512]),
         ..Default::default()
     });
@@ -235,7 +235,9 @@ fn large_pdus_with_digests_and_a_corrupted_one() {
         itt: 4243,
         expected_len: 65536,
         cmd_sn: i.cmd_sn,
-        cdb: bytes::Bytes::copy_from_slice(&[0x2a, 0, 0, 0, 0, 0, 0, 0, 128, 0, 0, 0, 0, 0, 0, 0]),
+        cdb: iscsi_proto::pdu::Cdb::from_slice(&[
+            0x2a, 0, 0, 0, 0, 0, 0, 0, 128, 0, 0, 0, 0, 0, 0, 0,
+        ]),
         data: bytes::Bytes::from(vec![5u8; 65536]),
         ..Default::default()
     });

@@ -301,7 +301,7 @@ impl Session {
         let mut c = [0u8; 16];
         let n = cdb.len().min(16);
         c[..n].copy_from_slice(&cdb[..n]);
-        let cdb = Bytes::copy_from_slice(if cdb.len() > 16 { cdb } else { &c });
+        let cdb = iscsi_proto::pdu::Cdb::from_slice(if cdb.len() > 16 { cdb } else { &c });
         inner.send_command(|cmd_sn, exp_stat_sn| {
             let cmd = ScsiCommand {
                 final_bit: imm == unsolicited,

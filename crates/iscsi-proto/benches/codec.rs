@@ -23,7 +23,7 @@ fn write_command(len: usize) -> Pdu {
         expected_len: len as u32,
         cmd_sn: 11,
         exp_stat_sn: 3,
-        cdb: Bytes::copy_from_slice(&cdb),
+        cdb: iscsi_proto::pdu::Cdb::from_slice(&cdb),
         data: Bytes::from(vec![0x5a; len]),
         ..Default::default()
     })

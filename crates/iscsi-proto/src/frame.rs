@@ -518,7 +518,7 @@ mod tests {
             attr: 1,
             itt: 1,
             expected_len: 512,
-            cdb: Bytes::from(cdb),
+            cdb: cdb.into(),
             ..Default::default()
         });
         let mut enc = FrameEncoder::default();

@@ -65,6 +65,10 @@ impl Default for FfpConfig {
     }
 }
 
+/// A command's Data-Out: a few buffers (one per Data-Out PDU, or the immediate data) held
+/// without an allocation.
+pub type Data = smallvec::SmallVec<[Bytes; 4]>;
+
 /// A SCSI command ready to execute, with its Data-Out in offset order.
 #[derive(Clone, Debug)]
 pub struct ScsiTask {
@@ -73,7 +77,7 @@ pub struct ScsiTask {
     /// The LUN field.
     pub lun: u64,
     /// The CDB.
-    pub cdb: Bytes,
+    pub cdb: crate::pdu::Cdb,
     /// Task attribute.
     pub attr: u8,
     /// Expected Data Transfer Length.
@@ -83,7 +87,7 @@ pub struct ScsiTask {
     /// W bit.
     pub write: bool,
     /// Data-Out, contiguous from offset 0.
-    pub data: Vec<Bytes>,
+    pub data: Data,
 }
 
 /// The result of executing a [`ScsiTask`].
@@ -514,7 +518,7 @@ impl Connection {
     fn schedule(&mut self) {
         let mut ordered_ahead = false;
         let mut anything_ahead = false;
-        let mut start = Vec::new();
+        let mut start: smallvec::SmallVec<[u32; 8]> = smallvec::SmallVec::new();
         for &itt in &self.order {
             let Some(t) = self.tasks.get(&itt) else {
                 continue;

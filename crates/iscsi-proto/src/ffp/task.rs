@@ -66,7 +66,7 @@ pub(crate) struct Task {
     /// Delivery order, for task attributes.
     pub(crate) seq: u64,
     /// Data-Out chunks with their buffer offsets.
-    pub(crate) chunks: Vec<(u32, Bytes)>,
+    pub(crate) chunks: smallvec::SmallVec<[(u32, Bytes); 4]>,
     /// Bytes received so far (each byte once: sequences are checked for order).
     pub(crate) received: u32,
     /// End of the unsolicited data (immediate data plus unsolicited Data-Out).
@@ -111,7 +111,7 @@ impl Task {
         } else if edtl > max_len {
             fault = Some(DataFault::TooLong);
         }
-        let mut chunks = Vec::new();
+        let mut chunks = smallvec::SmallVec::new();
         if imm > 0 && fault.is_none() {
             chunks.push((0, cmd.data.clone()));
         }
@@ -211,10 +211,10 @@ impl Task {
     }
 
     /// The data in offset order, if it covers `[0, received)` without holes.
-    pub(crate) fn take_data(&mut self) -> Option<Vec<Bytes>> {
+    pub(crate) fn take_data(&mut self) -> Option<super::Data> {
         self.chunks.sort_by_key(|(o, _)| *o);
         let mut next = 0u32;
-        let mut out = Vec::with_capacity(self.chunks.len());
+        let mut out = super::Data::with_capacity(self.chunks.len());
         for (off, b) in self.chunks.drain(..) {
             if off != next {
                 return None;

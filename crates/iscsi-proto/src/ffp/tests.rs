@@ -89,7 +89,7 @@ fn read10(itt: u32, cmd_sn: u32, blocks: u8, edtl: u32) -> Pdu {
         itt,
         expected_len: edtl,
         cmd_sn,
-        cdb: Bytes::from(cdb),
+        cdb: cdb.into(),
         ..Default::default()
     })
 }
@@ -104,7 +104,7 @@ fn write10(itt: u32, cmd_sn: u32, edtl: u32, imm: usize, final_bit: bool) -> Pdu
         itt,
         expected_len: edtl,
         cmd_sn,
-        cdb: Bytes::from(cdb),
+        cdb: cdb.into(),
         data: Bytes::from(vec![0xab; imm]),
         ..Default::default()
     })

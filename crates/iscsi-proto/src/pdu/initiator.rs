@@ -49,6 +49,10 @@ impl NopOut {
     }
 }
 
+/// A CDB: 16 bytes held inline (no allocation per command), longer ones (an extended-CDB
+/// AHS) on the heap.
+pub type Cdb = smallvec::SmallVec<[u8; 16]>;
+
 /// SCSI Command (RFC 7143 section 11.3).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ScsiCommand {
@@ -73,7 +77,7 @@ pub struct ScsiCommand {
     /// ExpStatSN.
     pub exp_stat_sn: u32,
     /// The whole CDB: the 16 header bytes plus any extended-CDB AHS bytes.
-    pub cdb: Bytes,
+    pub cdb: Cdb,
     /// Bidirectional read expected length, from the AHS.
     pub bidi_read_len: Option<u32>,
     /// Immediate data.
@@ -95,15 +99,10 @@ impl ScsiCommand {
                 Ahs::BidiReadLength(l) => bidi_read_len = Some(*l),
             }
         }
-        let cdb = match ext {
-            None => Bytes::copy_from_slice(&b[32..48]),
-            Some(e) => {
-                let mut v = Vec::with_capacity(16 + e.len());
-                v.extend_from_slice(&b[32..48]);
-                v.extend_from_slice(e);
-                Bytes::from(v)
-            }
-        };
+        let mut cdb = Cdb::from_slice(&b[32..48]);
+        if let Some(e) = ext {
+            cdb.extend_from_slice(e);
+        }
         Ok(Self {
             immediate: b[0] & 0x40 != 0,
             final_bit: b[1] & 0x80 != 0,
@@ -136,7 +135,7 @@ impl ScsiCommand {
         b[32..32 + n].copy_from_slice(&self.cdb[..n]);
         let mut ahs = Vec::new();
         if self.cdb.len() > 16 {
-            ahs.push(Ahs::ExtendedCdb(self.cdb.slice(16..)));
+            ahs.push(Ahs::ExtendedCdb(Bytes::copy_from_slice(&self.cdb[16..])));
         }
         if let Some(l) = self.bidi_read_len {
             ahs.push(Ahs::BidiReadLength(l));

@@ -15,8 +15,8 @@ use nom::{IResult, Parser, bytes::streaming::take};
 pub use self::{
     ahs::{Ahs, AhsType},
     initiator::{
-        DataOut, LoginRequest, LogoutRequest, NopOut, ScsiCommand, SnackRequest, TaskMgmtRequest,
-        TextRequest,
+        Cdb, DataOut, LoginRequest, LogoutRequest, NopOut, ScsiCommand, SnackRequest,
+        TaskMgmtRequest, TextRequest,
     },
     target::{
         AsyncMessage, DataIn, LoginResponse, LogoutResponse, NopIn, R2t, Reject, ScsiResponse,

@@ -43,7 +43,7 @@ fn rt_scsi_command() {
         expected_len: 4096,
         cmd_sn: 100,
         exp_stat_sn: 7,
-        cdb: Bytes::copy_from_slice(&cdb),
+        cdb: Cdb::from_slice(&cdb),
         bidi_read_len: None,
         data: Bytes::from(vec![0xa5; 1024]),
     }));
@@ -58,7 +58,7 @@ fn rt_scsi_command_with_extended_cdb_and_bidi() {
         attr: 2,
         itt: 3,
         expected_len: 512,
-        cdb: Bytes::from((0u8..32).collect::<Vec<_>>()),
+        cdb: (0u8..32).collect(),
         bidi_read_len: Some(1024),
         ..Default::default()
     }));
