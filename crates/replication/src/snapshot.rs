@@ -272,7 +272,7 @@ impl Snapshot {
         drop(m);
         let mut copied = allocated;
         for &(first, n, slot) in &copies {
-            copied = copied.and_then(|()| self.copy(origin, first, n, slot, buf));
+            copied = copied.and_then(|()| self.copy(origin, block, (first, n, slot), buf));
         }
         if copied.is_err() {
             // Still under the lock: nobody saw a pending block of this run without its data.
@@ -292,21 +292,29 @@ impl Snapshot {
         Ok(())
     }
 
-    /// Copy `n` origin blocks from `first` into the store from `slot` (not yet durable),
-    /// through `buf`. A block past the origin's end is padded with zeroes.
+    /// Copy `n` origin blocks of `block` bytes from `first` into the store from `slot`
+    /// (not yet durable). A block past the origin's end is padded with zeroes. A long run
+    /// goes through `buf`, aligned for `O_DIRECT`; a short one is read straight into the
+    /// buffer the store write takes.
     fn copy(
         &self,
         origin: &Volume,
-        first: u64,
-        n: u64,
-        slot: u64,
+        block: u64,
+        (first, n, slot): (u64, u64, u64),
         buf: &mut Vec<u8>,
     ) -> Result<(), Broken> {
         let io = |e: BlockError| Broken::Io(e.to_string());
-        let block = self.block_size();
         let off = first * block;
         let len = (n * block) as usize;
         let valid = (len as u64).min(self.size - off) as usize;
+        if len < DIRECT_MIN {
+            let mut data = vec![0u8; len];
+            origin.base().read_at(&mut data[..valid], off).map_err(io)?;
+            return self
+                .store
+                .write_at(&[Bytes::from(data)], slot * block, false)
+                .map_err(io);
+        }
         if buf.len() < len + DIRECT_ALIGN {
             buf.resize(len + DIRECT_ALIGN, 0);
         }
@@ -314,13 +322,7 @@ impl Snapshot {
         let data = &mut buf[at..at + len];
         origin.base().read_at(&mut data[..valid], off).map_err(io)?;
         data[valid..].fill(0);
-        if len >= DIRECT_MIN {
-            self.store.write_uncached_at(data, slot * block)
-        } else {
-            self.store
-                .write_at(&[Bytes::copy_from_slice(data)], slot * block, false)
-        }
-        .map_err(io)
+        self.store.write_uncached_at(data, slot * block).map_err(io)
     }
 
     /// Make copied blocks durable: the saved data first, then their records, so that no
