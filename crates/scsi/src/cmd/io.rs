@@ -81,6 +81,16 @@ pub(crate) fn prefix(bufs: &[Bytes], len: usize) -> smallvec::SmallVec<[Bytes; 4
     out
 }
 
+/// The first `len` of the `have` bytes of the Data-Out: the Data-Out itself when that is
+/// all of it (the usual write), else a [`prefix`] of it.
+fn data_prefix(bufs: &[Bytes], have: usize, len: usize) -> std::borrow::Cow<'_, [Bytes]> {
+    if have == len {
+        std::borrow::Cow::Borrowed(bufs)
+    } else {
+        std::borrow::Cow::Owned(prefix(bufs, len).into_vec())
+    }
+}
+
 /// Bytes of Data-Out available.
 pub(crate) fn available(bufs: &[Bytes]) -> usize {
     bufs.iter().map(Bytes::len).sum()
@@ -140,11 +150,12 @@ pub(crate) fn read(lu: &LogicalUnit, req: &Request<'_>) -> CmdResult<Response> {
 /// Write the whole blocks present in the Data-Out (at most `blocks`).
 fn write_blocks(lu: &LogicalUnit, req: &Request<'_>, rw: &Rw) -> CmdResult<()> {
     let bs = lu.cfg.block_size as usize;
-    let present = (available(req.data_out) / bs).min(rw.blocks as usize);
+    let have = available(req.data_out);
+    let present = (have / bs).min(rw.blocks as usize);
     if present == 0 {
         return Ok(());
     }
-    let bufs = prefix(req.data_out, present * bs);
+    let bufs = data_prefix(req.data_out, have, present * bs);
     let offset = rw.lba * bs as u64;
     let _lock = lu.locks.shared(offset, (present * bs) as u64);
     lu.dev
@@ -155,11 +166,12 @@ fn write_blocks(lu: &LogicalUnit, req: &Request<'_>, rw: &Rw) -> CmdResult<()> {
 /// [`write_blocks`] only as a copy into memory: `false` when it would have to wait.
 fn write_blocks_nowait(lu: &LogicalUnit, req: &Request<'_>, rw: &Rw) -> CmdResult<bool> {
     let bs = lu.cfg.block_size as usize;
-    let present = (available(req.data_out) / bs).min(rw.blocks as usize);
+    let have = available(req.data_out);
+    let present = (have / bs).min(rw.blocks as usize);
     if present == 0 {
         return Ok(true);
     }
-    let bufs = prefix(req.data_out, present * bs);
+    let bufs = data_prefix(req.data_out, have, present * bs);
     let offset = rw.lba * bs as u64;
     let Some(_lock) = lu.locks.try_shared(offset, (present * bs) as u64) else {
         return Ok(false);
