@@ -9,18 +9,127 @@
 //! A reused buffer holds the data of an earlier use (of any LUN or connection) until it is
 //! filled: by the device's `read_at`, which fills the whole buffer or fails, or by the
 //! socket; a buffer not filled goes back to the pool unseen.
+//!
+//! A smaller read ([`ReadBuf`]) is cut, zeroed, from a per-thread arena of [`ARENA`] bytes
+//! shared by reference count: slicing it into Data-In PDUs and freeing it allocate nothing,
+//! and once every read cut from an arena has been sent, the arena is reused whole. A fresh
+//! buffer per small read cost two allocations (the buffer, and the shared handle its first
+//! slice made).
 
 use std::{
-    collections::HashMap,
+    cell::RefCell,
+    collections::{HashMap, VecDeque},
     sync::{Mutex, MutexGuard},
 };
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 
-/// Reads smaller than this get a fresh zeroed buffer.
+/// Reads smaller than this are cut from the thread's arena.
 pub const MIN_POOLED: usize = 64 * 1024;
 /// Idle buffers kept, in bytes, over all sizes.
 const MAX_IDLE: usize = 32 << 20;
+/// The size of a thread's arena for small reads (four of the largest).
+const ARENA: usize = 4 * MIN_POOLED;
+/// Used-up arenas a thread keeps for reuse, oldest first, besides the one it cuts from:
+/// enough for 32 reads of 32 KiB in flight.
+const SPENT: usize = 4;
+
+#[derive(Default)]
+struct Arenas {
+    /// The arena cut from (none before the thread's first small read).
+    current: Option<BytesMut>,
+    spent: VecDeque<BytesMut>,
+}
+
+thread_local! {
+    static SMALL: RefCell<Arenas> = RefCell::new(Arenas::default());
+}
+
+/// A zeroed buffer of `len` (< [`MIN_POOLED`]) bytes, cut from the thread's arena. A
+/// used-up arena waits in line; the oldest one is taken back whole once nothing cut from
+/// it is referenced any more (its reads sent), else a new arena is made, and an arena
+/// pushed out of the line is freed with its last piece.
+fn small(len: usize) -> BytesMut {
+    SMALL.with_borrow_mut(|a| {
+        let current = match a.current.take() {
+            Some(c) if c.capacity() >= len => c,
+            used => {
+                a.spent.extend(used);
+                match a.spent.pop_front() {
+                    Some(mut oldest) => {
+                        if oldest.try_reclaim(ARENA) {
+                            oldest
+                        } else {
+                            if a.spent.len() < SPENT {
+                                a.spent.push_front(oldest);
+                            }
+                            BytesMut::with_capacity(ARENA)
+                        }
+                    }
+                    None => BytesMut::with_capacity(ARENA),
+                }
+            }
+        };
+        let current = a.current.insert(current);
+        current.resize(len, 0);
+        current.split_to(len)
+    })
+}
+
+/// A buffer to read a command's Data-In into: from the pool for large reads, from the
+/// thread's arena for small ones.
+pub struct ReadBuf(Kind);
+
+enum Kind {
+    Small(BytesMut),
+    Large(Vec<u8>),
+}
+
+impl ReadBuf {
+    /// A buffer of `len` bytes, to be filled whole.
+    pub fn new(len: usize) -> Self {
+        if len >= MIN_POOLED {
+            Self(Kind::Large(take(len)))
+        } else {
+            Self(Kind::Small(small(len)))
+        }
+    }
+
+    /// The filled buffer as the response's data.
+    pub fn freeze(self) -> Bytes {
+        match self.0 {
+            Kind::Small(b) => b.freeze(),
+            Kind::Large(v) => freeze(v),
+        }
+    }
+
+    /// A buffer that was not filled goes back (a failed read).
+    pub fn put_back(self) {
+        if let Kind::Large(v) = self.0 {
+            put_back(v);
+        }
+    }
+}
+
+impl std::ops::Deref for ReadBuf {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match &self.0 {
+            Kind::Small(b) => b,
+            Kind::Large(v) => v,
+        }
+    }
+}
+
+impl std::ops::DerefMut for ReadBuf {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        match &mut self.0 {
+            Kind::Small(b) => b,
+            Kind::Large(v) => v,
+        }
+    }
+}
 
 #[derive(Default)]
 struct Pool {
@@ -35,7 +144,8 @@ fn pool() -> MutexGuard<'static, Option<Pool>> {
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-/// A buffer of `len` bytes to read into (its contents are to be overwritten).
+/// A buffer of `len` bytes to read into (its contents are to be overwritten): from the pool
+/// for [`MIN_POOLED`] bytes or more, else a fresh zeroed one.
 pub fn take(len: usize) -> Vec<u8> {
     if len >= MIN_POOLED
         && let Some(p) = pool().as_mut()
@@ -113,5 +223,33 @@ mod tests {
         assert_eq!(a.len(), len);
         // Small buffers are not pooled.
         assert!(take(512).iter().all(|&x| x == 0));
+    }
+
+    #[test]
+    fn an_arena_is_reused_only_once_nothing_cut_from_it_is_held() {
+        // One read held across many arenas' worth of others: its bytes never change.
+        let mut held = ReadBuf::new(4096);
+        held.fill(0xa5);
+        let held = held.freeze();
+        for round in 0..3u8 {
+            let mut batch = Vec::new();
+            for k in 0..(ARENA / 8192) * (SPENT + 2) {
+                let mut b = ReadBuf::new(8192);
+                assert!(b.iter().all(|&x| x == 0), "cut zeroed");
+                b.fill(round ^ k as u8);
+                batch.push(b.freeze());
+            }
+            for (k, b) in batch.iter().enumerate() {
+                assert!(
+                    b.iter().all(|&x| x == round ^ k as u8),
+                    "round {round} read {k}"
+                );
+            }
+            assert!(
+                held.iter().all(|&x| x == 0xa5),
+                "round {round}: held read intact"
+            );
+        }
+        // (That arenas are reused at all is `crates/scsi/tests/allocations.rs`.)
     }
 }

@@ -99,11 +99,11 @@ pub(crate) fn available(bufs: &[Bytes]) -> usize {
 /// Read `blocks` blocks at `lba` into a new buffer.
 pub(crate) fn read_blocks(lu: &LogicalUnit, lba: u64, blocks: u64) -> CmdResult<Bytes> {
     let bs = u64::from(lu.cfg.block_size);
-    let mut buf = crate::bufpool::take((blocks * bs) as usize);
+    let mut buf = crate::bufpool::ReadBuf::new((blocks * bs) as usize);
     match lu.dev.read_at(&mut buf, lba * bs) {
-        Ok(()) => Ok(crate::bufpool::freeze(buf)),
+        Ok(()) => Ok(buf.freeze()),
         Err(e) => {
-            crate::bufpool::put_back(buf);
+            buf.put_back();
             Err(lu.io_error(&e, false))
         }
     }
@@ -112,15 +112,15 @@ pub(crate) fn read_blocks(lu: &LogicalUnit, lba: u64, blocks: u64) -> CmdResult<
 /// Read `blocks` blocks at `lba` only if they are in memory (`None`: they are not).
 fn read_blocks_nowait(lu: &LogicalUnit, lba: u64, blocks: u64) -> CmdResult<Option<Bytes>> {
     let bs = u64::from(lu.cfg.block_size);
-    let mut buf = crate::bufpool::take((blocks * bs) as usize);
+    let mut buf = crate::bufpool::ReadBuf::new((blocks * bs) as usize);
     match lu.dev.read_at_nowait(&mut buf, lba * bs) {
-        Ok(true) => Ok(Some(crate::bufpool::freeze(buf))),
+        Ok(true) => Ok(Some(buf.freeze())),
         Ok(false) => {
-            crate::bufpool::put_back(buf);
+            buf.put_back();
             Ok(None)
         }
         Err(e) => {
-            crate::bufpool::put_back(buf);
+            buf.put_back();
             Err(lu.io_error(&e, false))
         }
     }
