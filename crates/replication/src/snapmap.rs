@@ -146,11 +146,14 @@ impl SlotMap {
         }
     }
 
-    /// A pending block whose copy failed is free again.
-    pub fn forget(&mut self, b: u64) {
-        if matches!(self.get(b), Slot::Pending(_)) {
+    /// A pending block whose copy or commit failed is free again. False when the block was
+    /// not pending (another saver committed it meanwhile: it stays saved).
+    pub fn forget(&mut self, b: u64) -> bool {
+        let pending = matches!(self.get(b), Slot::Pending(_));
+        if pending {
             self.put(b, 0);
         }
+        pending
     }
 
     /// The replication chunks holding a saved block.
@@ -306,8 +309,10 @@ mod tests {
             Some(3),
             "allocation goes on after the last slot"
         );
-        map.forget(5);
+        assert!(map.forget(5));
         assert_eq!(map.get(5), Slot::Free);
+        assert!(!map.forget(7), "a saved block is not forgotten");
+        assert_eq!(map.get(7), Slot::Saved(2));
         let map = log.reset(size).unwrap();
         assert_eq!(map.saved(), 0);
         drop(log);

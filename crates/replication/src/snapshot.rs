@@ -203,9 +203,11 @@ impl Snapshot {
             saved = self.commit(&commit);
         }
         if let Err(e) = saved {
-            self.pool.release(mine.len() as u64 * block);
+            // A block of ours that another saver committed meanwhile stays saved, and
+            // charged.
             let mut m = self.map_mut();
-            mine.iter().for_each(|&b| m.forget(b));
+            let forgotten = mine.iter().filter(|&&b| m.forget(b)).count();
+            self.pool.release(forgotten as u64 * block);
             return Err(e);
         }
         // A block is marked saved only under its exclusive lock: a read that found it
@@ -278,7 +280,9 @@ impl Snapshot {
             // Still under the lock: nobody saw a pending block of this run without its data.
             let mut m = self.map_mut();
             for &(first, n, _) in &copies {
-                (first..first + n).for_each(|b| m.forget(b));
+                for b in first..first + n {
+                    m.forget(b);
+                }
                 self.pool.release(n * block);
             }
             return copied;

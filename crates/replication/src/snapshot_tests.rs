@@ -465,3 +465,100 @@ fn assert_same(got: &[u8], want: &[u8], what: &str) {
     }
     assert_eq!(got.len(), want.len(), "{what}");
 }
+
+/// A store whose next flush, once armed, waits for the test and then fails.
+#[derive(Debug)]
+struct GatedStore {
+    inner: MemDevice,
+    armed: std::sync::atomic::AtomicBool,
+    entered: std::sync::mpsc::SyncSender<()>,
+    release: std::sync::Mutex<std::sync::mpsc::Receiver<()>>,
+}
+
+impl BlockDevice for GatedStore {
+    fn size(&self) -> u64 {
+        self.inner.size()
+    }
+
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> blockdev::Result<()> {
+        self.inner.read_at(buf, offset)
+    }
+
+    fn write_at(&self, bufs: &[Bytes], offset: u64, fua: bool) -> blockdev::Result<()> {
+        self.inner.write_at(bufs, offset, fua)
+    }
+
+    fn flush(&self) -> blockdev::Result<()> {
+        if self.armed.swap(false, std::sync::atomic::Ordering::AcqRel) {
+            let _ = self.entered.send(());
+            let _ = self.release.lock().unwrap().recv();
+            return Err(blockdev::BlockError::new(
+                blockdev::BlockErrorKind::Io,
+                "injected: flush failed",
+            ));
+        }
+        self.inner.flush()
+    }
+
+    fn discard(&self, offset: u64, len: u64) -> blockdev::Result<()> {
+        self.inner.discard(offset, len)
+    }
+
+    fn write_zeroes(&self, offset: u64, len: u64, fua: bool) -> blockdev::Result<()> {
+        self.inner.write_zeroes(offset, len, fua)
+    }
+
+    fn allocation(&self, offset: u64, len: u64) -> blockdev::Result<Vec<blockdev::Extent>> {
+        self.inner.allocation(offset, len)
+    }
+}
+
+#[test]
+fn a_failed_batch_keeps_the_charge_of_a_block_another_saver_committed() {
+    let dir = tempfile::tempdir().unwrap();
+    let pool = Arc::new(Pool::new("p", dir.path(), 0).unwrap());
+    let v = volume();
+    fill(&v, 0, SIZE as usize, 0x11);
+    let (entered_tx, entered) = std::sync::mpsc::sync_channel(1);
+    let (release, release_rx) = std::sync::mpsc::channel();
+    let store = Arc::new(GatedStore {
+        inner: MemDevice::new(SIZE),
+        armed: std::sync::atomic::AtomicBool::new(false),
+        entered: entered_tx,
+        release: std::sync::Mutex::new(release_rx),
+    });
+    let s = Snapshot::open(&v, store.clone(), &dir.path().join("s"), pool.clone(), true).unwrap();
+    {
+        let _q = v.quiesce();
+        v.add_hook(s.clone());
+    }
+    let view = s.view();
+    let block = s.block_size() as usize;
+    // A held first write: its batch copies the block, then waits in the store's flush.
+    store
+        .armed
+        .store(true, std::sync::atomic::Ordering::Release);
+    fill(&v, 0, block, 0x22);
+    entered
+        .recv_timeout(std::time::Duration::from_secs(10))
+        .expect("the batch reaches its commit");
+    // Meanwhile a write to the snapshot finds the block copied, commits it and writes it.
+    view.write_at(&[Bytes::from(vec![0x33; block])], 0, false)
+        .unwrap();
+    assert_eq!(s.saved_blocks(), 1);
+    // The batch's commit fails now: the snapshot breaks, the block stays saved.
+    release.send(()).unwrap();
+    v.flush().unwrap();
+    assert!(s.broken().is_some(), "a failed commit breaks the snapshot");
+    assert_eq!(
+        read(&*v, 0, block),
+        vec![0x22; block],
+        "the origin took the write"
+    );
+    assert_eq!(s.saved_blocks(), 1);
+    assert_eq!(
+        pool.used(),
+        s.saved_blocks() * s.block_size(),
+        "the saved block is still charged"
+    );
+}
