@@ -50,9 +50,15 @@ const READ_CHUNK: usize = 256 * 1024;
 /// in and clear. The buffer goes back to the pool when the write is done with the data.
 const OWN_BUFFER: usize = bufpool::MIN_POOLED;
 
-/// Reads and writes up to this long may run on the connection's task when they need
-/// nothing but memory.
-const INLINE_MAX: u32 = 128 * 1024;
+/// Reads up to this long may run on the connection's task when their data is in memory.
+/// Longer ones go to the I/O threads, which copy them while the connection sends earlier
+/// Data-In (1 MiB reads inline took 1.4x the time, side by side).
+const INLINE_READ_MAX: u32 = 128 * 1024;
+
+/// Writes up to this long may run on the connection's task when they only copy into
+/// memory (1 MiB writes inline: a fifth less of the target's CPU on a tmpfs or ext4 image,
+/// side by side; the copy costs less than handing the command to an I/O thread and back).
+const INLINE_WRITE_MAX: u32 = 1024 * 1024;
 
 /// How long a closing connection waits for its executing commands.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
@@ -514,7 +520,12 @@ impl Conn {
     /// write into it) right here, on the connection's task: a round trip through an I/O
     /// thread costs two thread wake-ups, more than the copy.
     fn execute_inline(&self, s: &Session, task: &ScsiTask) -> Option<ScsiCompletion> {
-        if (task.read && task.write) || task.expected_len > INLINE_MAX {
+        let max = if task.write {
+            INLINE_WRITE_MAX
+        } else {
+            INLINE_READ_MAX
+        };
+        if (task.read && task.write) || task.expected_len > max {
             return None;
         }
         let map = s.target.as_ref()?.lun_map();
