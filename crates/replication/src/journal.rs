@@ -17,11 +17,15 @@ use bytes::Bytes;
 /// `IO_OUTSTANDING_MAX_BYTES` plays the same role).
 pub const ASYNC_MIRROR_MAX_LAG_BYTES: u64 = 64 << 20;
 
+/// A write's data: its Data-Out buffers (up to four held inline, so that journaling a
+/// write and handing it to the shipper allocate nothing).
+pub type Data = smallvec::SmallVec<[Bytes; 4]>;
+
 /// What an entry does to the target.
 #[derive(Clone, Debug)]
 pub enum EntryKind {
     /// Data.
-    Data(Vec<Bytes>),
+    Data(Data),
     /// Deallocate.
     Discard,
     /// Zeroes.
@@ -304,14 +308,27 @@ mod tests {
     fn order_bound_and_take() {
         let j = Journal::new(100);
         assert_eq!(
-            j.push(1, 0, 40, EntryKind::Data(vec![Bytes::from(vec![0; 40])])),
+            j.push(
+                1,
+                0,
+                40,
+                EntryKind::Data(smallvec::smallvec![Bytes::from(vec![0; 40])])
+            ),
             Ok(0)
         );
         assert_eq!(
-            j.push(2, 0, 40, EntryKind::Data(vec![Bytes::from(vec![0; 40])])),
+            j.push(
+                2,
+                0,
+                40,
+                EntryKind::Data(smallvec::smallvec![Bytes::from(vec![0; 40])])
+            ),
             Ok(1)
         );
-        assert_eq!(j.push(1, 0, 40, EntryKind::Data(vec![])), Err(Overflow));
+        assert_eq!(
+            j.push(1, 0, 40, EntryKind::Data(Data::new())),
+            Err(Overflow)
+        );
         let mut batch = Vec::new();
         assert!(j.next_batch(Duration::from_millis(10), Duration::ZERO, &mut batch));
         let seqs: Vec<_> = batch.iter().map(|e| (e.seq, e.mirror)).collect();

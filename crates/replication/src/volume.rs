@@ -18,6 +18,7 @@ use std::{
 
 use blockdev::{BlockDevice, BlockError, BlockErrorKind, Extent};
 use bytes::{Bytes, BytesMut};
+use smallvec::SmallVec;
 
 use crate::{
     bitmap::{CHUNK, chunks},
@@ -270,7 +271,9 @@ pub struct Volume {
     gate: RwLock<()>,
     locks: ChunkLocks,
     ranges: crate::locks::RangeLocks,
-    hooks: RwLock<Vec<Arc<dyn WriteHook>>>,
+    /// Replaced whole when a hook comes or goes, so that a write takes them with a
+    /// reference count, not a copy.
+    hooks: RwLock<Arc<[Arc<dyn WriteHook>]>>,
     restore: RwLock<Option<Arc<dyn RestoreSource>>>,
     /// Microseconds since `EPOCH` of the last host write (0: none yet).
     last_write: std::sync::atomic::AtomicU64,
@@ -299,7 +302,7 @@ impl Volume {
             gate: RwLock::new(()),
             locks: ChunkLocks::default(),
             ranges: crate::locks::RangeLocks::default(),
-            hooks: RwLock::new(Vec::new()),
+            hooks: RwLock::new(Arc::new([])),
             restore: RwLock::new(None),
             last_write: std::sync::atomic::AtomicU64::new(0),
             held: WriteBack::default(),
@@ -320,18 +323,24 @@ impl Volume {
 
     /// Attach a hook.
     pub fn add_hook(&self, h: Arc<dyn WriteHook>) {
-        self.hooks
+        let mut hooks = self
+            .hooks
             .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .push(h);
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *hooks = hooks.iter().cloned().chain([h]).collect();
     }
 
     /// Detach a hook (compared by address).
     pub fn remove_hook(&self, h: &Arc<dyn WriteHook>) {
-        self.hooks
+        let mut hooks = self
+            .hooks
             .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .retain(|x| !Arc::ptr_eq(x, h));
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *hooks = hooks
+            .iter()
+            .filter(|x| !Arc::ptr_eq(x, h))
+            .cloned()
+            .collect();
     }
 
     /// Hold every write back and wait for in-flight writes, held ones included: the volume
@@ -386,7 +395,7 @@ impl Volume {
             .clone()
     }
 
-    fn hooks(&self) -> Vec<Arc<dyn WriteHook>> {
+    fn hooks(&self) -> Arc<[Arc<dyn WriteHook>]> {
         self.hooks
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -407,7 +416,8 @@ impl Volume {
         }
         let range = w.chunks();
         let _locks = (!w.locked).then(|| self.locks.shared(*range.start(), *range.end()));
-        let pending: Vec<Option<Pending>> = hooks.iter().map(|h| h.start(self, w)).collect();
+        let pending: SmallVec<[Option<Pending>; 4]> =
+            hooks.iter().map(|h| h.start(self, w)).collect();
         let r = w.apply_to(&*self.base);
         for (h, p) in hooks.iter().zip(pending) {
             let copy = p.map(Pending::wait);
@@ -533,7 +543,7 @@ impl Volume {
                 })
                 .collect();
             let hooks = self.hooks();
-            for h in &hooks {
+            for h in hooks.iter() {
                 h.prepare_batch(self, &writes);
             }
             for w in &writes {
@@ -653,8 +663,8 @@ impl BlockDevice for Volume {
         let Some(_locks) = self.locks.try_shared(*range.start(), *range.end()) else {
             return Ok(false);
         };
-        let mut copies = Vec::with_capacity(hooks.len());
-        for h in &hooks {
+        let mut copies: SmallVec<[_; 4]> = SmallVec::new();
+        for h in hooks.iter() {
             match h.start_nowait(self, &w) {
                 Some(false) => return Ok(false),
                 started => copies.push(started.map(|_| Ok(()))),
@@ -689,7 +699,7 @@ impl BlockDevice for Volume {
             return Err(e);
         }
         self.base.flush()?;
-        for h in self.hooks() {
+        for h in self.hooks().iter() {
             h.flush()?;
         }
         Ok(())

@@ -184,7 +184,7 @@ impl WriteHook for Mirror {
             }
         }
         let kind = match w.kind {
-            WriteKind::Data(b) => EntryKind::Data(b.to_vec()),
+            WriteKind::Data(b) => EntryKind::Data(b.iter().cloned().collect()),
             WriteKind::Discard => EntryKind::Discard,
             WriteKind::Zeroes => EntryKind::Zeroes,
         };
@@ -232,7 +232,7 @@ impl WriteHook for Mirror {
             }
             (CopyState::Synchronized, Mode::Asynchronous) if journaling => {
                 let kind = match w.kind {
-                    WriteKind::Data(b) => EntryKind::Data(b.to_vec()),
+                    WriteKind::Data(b) => EntryKind::Data(b.iter().cloned().collect()),
                     WriteKind::Discard => EntryKind::Discard,
                     WriteKind::Zeroes => EntryKind::Zeroes,
                 };
