@@ -359,7 +359,7 @@ impl Conn {
                 self.rbuf.clear();
                 self.large = Some((own, have));
             } else {
-                self.rbuf.reserve(total.saturating_sub(have));
+                room_for(&mut self.rbuf, total);
             }
         }
         handled
@@ -678,6 +678,16 @@ fn frame_error(ffp: &mut ffp::Connection, e: &iscsi_proto::FrameError) {
 
 /// Read what comes next: the rest of a large PDU into its own buffer (never past its end),
 /// or into the receive buffer (only a header, right after a large PDU).
+/// Make room in `buf`, which holds the start of a PDU of `total` bytes, for the rest of it,
+/// and for the reads after it when the buffer must grow anyway: while earlier PDUs' data
+/// is still referenced (an asynchronous mirror's journal holds writes until they are
+/// shipped), growing by the rest of this PDU alone made a new buffer for nearly every read.
+fn room_for(buf: &mut BytesMut, total: usize) {
+    if buf.capacity() < total {
+        buf.reserve((total - buf.len()).max(READ_CHUNK));
+    }
+}
+
 async fn read_more(
     rd: &mut OwnedReadHalf,
     buf: &mut BytesMut,
@@ -696,4 +706,61 @@ async fn read_more(
         return rd.read_buf(&mut (&mut *buf).limit(BHS_LEN)).await;
     }
     rd.read_buf(buf).await
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::VecDeque;
+
+    use bytes::BytesMut;
+
+    use super::{READ_CHUNK, room_for};
+
+    /// 4 KiB writes arrive in reads that end inside a PDU while the last 200 PDUs are still
+    /// referenced (as by an asynchronous mirror's journal): the receive buffer is replaced
+    /// about once per `READ_CHUNK` of data, not once every few PDUs.
+    #[test]
+    fn the_receive_buffer_grows_a_read_chunk_at_a_time_while_pdus_are_held() {
+        const PDU: usize = 48 + 4096;
+        const N: usize = 2000;
+        let stream: Vec<u8> = (0..PDU * N).map(|i| (i % 253) as u8).collect();
+        let mut buf = BytesMut::with_capacity(READ_CHUNK);
+        let mut held = VecDeque::new();
+        let (mut sent, mut moves) = (0, 0);
+        let mut reserve = |buf: &mut BytesMut, f: &dyn Fn(&mut BytesMut)| {
+            let before = buf.as_ptr();
+            f(buf);
+            moves += usize::from(buf.as_ptr() != before);
+        };
+        let mut k = 0;
+        while k < N {
+            // What the connection does: a read (which fills the buffer: the initiator keeps
+            // 32 commands in flight), every whole PDU handed on, room for a partial one.
+            reserve(&mut buf, &|b| {
+                if b.capacity() - b.len() < 4096 {
+                    b.reserve(READ_CHUNK);
+                }
+            });
+            let n = (stream.len() - sent).min(buf.capacity() - buf.len());
+            buf.extend_from_slice(&stream[sent..sent + n]);
+            sent += n;
+            while buf.len() >= PDU {
+                let pdu = buf.split_to(PDU).freeze();
+                assert_eq!(pdu[0], ((k * PDU) % 253) as u8, "PDU {k} intact");
+                held.push_back(pdu);
+                if held.len() > 200 {
+                    held.pop_front();
+                }
+                k += 1;
+            }
+            if !buf.is_empty() {
+                reserve(&mut buf, &|b| room_for(b, PDU));
+            }
+        }
+        let chunks = PDU * N / READ_CHUNK;
+        assert!(
+            moves <= chunks + 2,
+            "{moves} new buffers for {chunks} read chunks of data"
+        );
+    }
 }
