@@ -12,7 +12,7 @@ use crate::{
     al::ActivityLog,
     bitmap::{Bitmap, CHUNK},
     mirror::Mirror,
-    testing::FaultyDevice,
+    testing::{FaultyDevice, new_mirror},
     types::{CopyState, Mode},
     volume::Volume,
 };
@@ -29,17 +29,7 @@ fn pair_with_id(mode: Mode, id: u64) -> (Arc<Volume>, Arc<Volume>, Arc<FaultyDev
     let src = Volume::new("src", Arc::new(MemDevice::new(SIZE)));
     let faulty = FaultyDevice::new(Arc::new(MemDevice::new(SIZE)));
     let tgt = Volume::new("tgt", faulty.clone());
-    let m = Mirror::new(
-        id,
-        src.clone(),
-        tgt.clone(),
-        mode,
-        CopyState::Unsynchronized,
-        Bitmap::full(CHUNKS),
-        Bitmap::new(CHUNKS),
-        None,
-    );
-    m.attach();
+    let m = new_mirror(id, &src, &tgt, mode);
     (src, tgt, faulty, m)
 }
 
@@ -344,17 +334,7 @@ fn writes_that_must_not_wait_reach_the_target_or_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let src = Volume::new("src", Arc::new(MemDevice::new(SIZE)));
     let tgt = Volume::new("tgt", Arc::new(MemDevice::new(SIZE)));
-    let m = Mirror::new(
-        4,
-        src.clone(),
-        tgt.clone(),
-        Mode::Synchronous,
-        CopyState::Unsynchronized,
-        Bitmap::full(CHUNKS),
-        Bitmap::new(CHUNKS),
-        None,
-    );
-    m.attach();
+    let m = new_mirror(4, &src, &tgt, Mode::Synchronous);
     m.resync(&|_, _| {}, &|| false).unwrap();
     let nowait = |off: u64, b: u8| {
         src.write_at_nowait(&[Bytes::from(vec![b; 4096])], off, false)

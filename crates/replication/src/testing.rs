@@ -1,5 +1,6 @@
 //! A fault-injecting block device for tests: I/O errors, a full disk and latency on demand,
-//! and torn writes at a simulated crash.
+//! and torn writes at a simulated crash; and a mirror between two volumes, set up as a new
+//! pair is.
 
 use std::{
     sync::{
@@ -11,6 +12,31 @@ use std::{
 
 use blockdev::{BlockDevice, BlockError, BlockErrorKind, Extent};
 use bytes::Bytes;
+
+use crate::{
+    bitmap::{Bitmap, CHUNK},
+    mirror::Mirror,
+    types::{CopyState, Mode},
+    volume::Volume,
+};
+
+/// A mirror (relationship `id`) from `src` to `tgt`, attached to the source and not yet
+/// synchronized: every chunk is still to be copied (`resync` copies them).
+pub fn new_mirror(id: u64, src: &Arc<Volume>, tgt: &Arc<Volume>, mode: Mode) -> Arc<Mirror> {
+    let chunks = src.size().div_ceil(CHUNK);
+    let m = Mirror::new(
+        id,
+        src.clone(),
+        tgt.clone(),
+        mode,
+        CopyState::Unsynchronized,
+        Bitmap::full(chunks),
+        Bitmap::new(chunks),
+        None,
+    );
+    m.attach();
+    m
+}
 
 /// Wraps a device and fails or delays its operations when told to.
 #[derive(Debug)]

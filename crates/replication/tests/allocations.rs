@@ -10,8 +10,9 @@ use std::sync::Arc;
 use blockdev::{BlockDevice, MemDevice};
 use bytes::Bytes;
 use replication::{
-    bitmap::{Bitmap, CHUNK},
+    bitmap::CHUNK,
     mirror::Mirror,
+    testing::new_mirror,
     types::{CopyState, Mode},
     volume::Volume,
 };
@@ -34,17 +35,7 @@ fn mirrored(mode: Mode) -> (Arc<Volume>, Arc<Volume>, Arc<Mirror>) {
     src.write_at(&[Bytes::from(vec![1; SIZE as usize])], 0, false)
         .unwrap();
     let tgt = Volume::new("tgt", Arc::new(MemDevice::new(SIZE)));
-    let m = Mirror::new(
-        1,
-        src.clone(),
-        tgt.clone(),
-        mode,
-        CopyState::Unsynchronized,
-        Bitmap::full(CHUNKS),
-        Bitmap::new(CHUNKS),
-        None,
-    );
-    m.attach();
+    let m = new_mirror(1, &src, &tgt, mode);
     m.resync(&|_, _| {}, &|| false).unwrap();
     assert_eq!(m.state(), CopyState::Synchronized);
     (src, tgt, m)
