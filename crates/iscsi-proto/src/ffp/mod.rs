@@ -172,8 +172,9 @@ pub struct Connection {
     stat_sn: u32,
     exp_cmd_sn: u32,
     max_cmd_sn: u32,
-    /// Non-immediate commands that arrived ahead of ExpCmdSN.
-    held: HashMap<u32, Pdu>,
+    /// Non-immediate commands that arrived ahead of ExpCmdSN, with their own headers (a
+    /// Reject of one echoes its header, not the one that let it through).
+    held: HashMap<u32, (Pdu, Bhs)>,
     /// CmdSNs inside the window that an ABORT TASK named before their command arrived:
     /// considered received (RFC 7143 section 11.5.1), so ExpCmdSN moves past them and the
     /// command, should it still come, is dropped.
@@ -345,20 +346,20 @@ impl Connection {
                     return;
                 }
             }
-            self.held.insert(cmd_sn, pdu);
+            self.held.insert(cmd_sn, (pdu, *bhs));
             return;
         }
         self.exp_cmd_sn = self.exp_cmd_sn.wrapping_add(1);
         self.deliver(pdu, bhs, false);
-        self.deliver_held(bhs);
+        self.deliver_held();
     }
 
     /// Deliver the held commands that ExpCmdSN has reached, stepping over skipped CmdSNs.
-    pub(super) fn deliver_held(&mut self, bhs: &Bhs) {
+    pub(super) fn deliver_held(&mut self) {
         loop {
-            if let Some(next) = self.held.remove(&self.exp_cmd_sn) {
+            if let Some((next, bhs)) = self.held.remove(&self.exp_cmd_sn) {
                 self.exp_cmd_sn = self.exp_cmd_sn.wrapping_add(1);
-                self.deliver(next, bhs, false);
+                self.deliver(next, &bhs, false);
             } else if self.skipped.remove(&self.exp_cmd_sn) {
                 // The aborted command's slot is free again.
                 self.exp_cmd_sn = self.exp_cmd_sn.wrapping_add(1);
@@ -390,7 +391,7 @@ impl Connection {
                 self.progress(itt);
             }
             Pdu::NopOut(n) => self.nop_out(n, immediate),
-            Pdu::TaskMgmtRequest(t) => self.task_mgmt(t, bhs, immediate),
+            Pdu::TaskMgmtRequest(t) => self.task_mgmt(t, immediate),
             Pdu::TextRequest(t) => self.text_request(t, bhs, immediate),
             Pdu::LogoutRequest(l) => self.logout(l, immediate),
             _ => {}

@@ -341,6 +341,51 @@ fn unknown_data_out_is_rejected() {
     assert_eq!(&r.data[16..20], &77u32.to_be_bytes());
 }
 
+/// A command that waited for an earlier CmdSN and is rejected when it runs echoes its own
+/// header in the Reject, not the header of the PDU that let it through.
+#[test]
+fn a_held_command_rejected_when_it_runs_echoes_its_own_header() {
+    let mut h = H::new(params(), 32);
+    // A Text continuation (CmdSN 11) for an answer that does not exist: rejected when run.
+    h.send(Pdu::TextRequest(TextRequest {
+        final_bit: true,
+        itt: 7,
+        ttt: 0x55,
+        cmd_sn: 11,
+        ..Default::default()
+    }));
+    assert!(h.out().is_empty(), "held for CmdSN 10");
+    h.send(Pdu::NopOut(NopOut {
+        itt: 9,
+        ttt: RESERVED_TAG,
+        cmd_sn: 10,
+        ..Default::default()
+    }));
+    let out = h.out();
+    let rejects: Vec<&Reject> = sent(&out)
+        .into_iter()
+        .filter_map(|p| match p {
+            Pdu::Reject(r) => Some(r),
+            _ => None,
+        })
+        .collect();
+    let [r] = rejects[..] else {
+        panic!("one Reject expected: {out:?}")
+    };
+    assert_eq!(r.reason, 0x09, "invalid PDU field");
+    assert_eq!(r.data[0] & 0x3f, 0x04, "the Text Request's opcode");
+    assert_eq!(
+        &r.data[16..20],
+        &7u32.to_be_bytes(),
+        "the Text Request's ITT"
+    );
+    assert_eq!(
+        &r.data[24..28],
+        &11u32.to_be_bytes(),
+        "the Text Request's CmdSN"
+    );
+}
+
 #[test]
 fn cmdsn_window_and_ordering() {
     let mut h = H::new(params(), 4);

@@ -4,7 +4,7 @@
 use super::{CloseReason, Connection, Output, ResetEvent, task::TaskState};
 use crate::{
     lun::decode_lun,
-    pdu::{Bhs, Pdu, TaskMgmtRequest, TaskMgmtResponse},
+    pdu::{Pdu, TaskMgmtRequest, TaskMgmtResponse},
     serial::{sn_in_window, sn_lt},
 };
 
@@ -22,7 +22,7 @@ const ABORTED_MEMORY: usize = 256;
 
 impl Connection {
     /// Task management (RFC 7143 section 11.5, SAM-5 section 7).
-    pub(super) fn task_mgmt(&mut self, t: TaskMgmtRequest, bhs: &Bhs, immediate: bool) {
+    pub(super) fn task_mgmt(&mut self, t: TaskMgmtRequest, immediate: bool) {
         if !immediate {
             self.window_advance();
         }
@@ -54,7 +54,7 @@ impl Connection {
                     // The command has not arrived (RFC 7143 section 11.5.1): its CmdSN counts
                     // as received, and the command is dropped should it still come.
                     self.skipped.insert(t.ref_cmd_sn);
-                    self.deliver_held(bhs);
+                    self.deliver_held();
                     0
                 } else {
                     // Unknown, or already completed with its response sent or on the way.
@@ -121,7 +121,7 @@ impl Connection {
     }
 
     pub(super) fn held_position(&self, itt: u32) -> Option<u32> {
-        self.held.iter().find_map(|(&sn, p)| match p {
+        self.held.iter().find_map(|(&sn, (p, _))| match p {
             Pdu::ScsiCommand(c) if c.itt == itt => Some(sn),
             _ => None,
         })
