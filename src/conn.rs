@@ -214,9 +214,7 @@ impl Conn {
             if let Some(f) = self.dec.decode(&mut self.rbuf)? {
                 return Ok(f);
             }
-            if self.rbuf.capacity() - self.rbuf.len() < 4096 {
-                self.rbuf.reserve(READ_CHUNK);
-            }
+            room_to_read(&mut self.rbuf);
             if self.rd.read_buf(&mut self.rbuf).await? == 0 {
                 return Err(ConnError::Eof);
             }
@@ -677,6 +675,13 @@ fn frame_error(ffp: &mut ffp::Connection, e: &iscsi_proto::FrameError) {
     ffp.handle_frame_error(e);
 }
 
+/// Make room in the receive buffer for a read: a read chunk when less than 4 KiB is left.
+fn room_to_read(buf: &mut BytesMut) {
+    if buf.capacity() - buf.len() < 4096 {
+        buf.reserve(READ_CHUNK);
+    }
+}
+
 /// Make room in `buf`, which holds the start of a PDU of `total` bytes, for the rest of it,
 /// and for the reads after it when the buffer must grow anyway: while earlier PDUs' data
 /// is still referenced (an asynchronous mirror's journal holds writes until they are
@@ -701,9 +706,7 @@ async fn read_more(
         *filled += n;
         return Ok(n);
     }
-    if buf.capacity() - buf.len() < 4096 {
-        buf.reserve(READ_CHUNK);
-    }
+    room_to_read(buf);
     if header_first && buf.is_empty() {
         return rd.read_buf(&mut (&mut *buf).limit(BHS_LEN)).await;
     }
@@ -716,7 +719,7 @@ mod tests {
 
     use bytes::BytesMut;
 
-    use super::{READ_CHUNK, room_for};
+    use super::{READ_CHUNK, room_for, room_to_read};
 
     /// 4 KiB writes arrive in reads that end inside a PDU while the last 200 PDUs are still
     /// referenced (as by an asynchronous mirror's journal): the receive buffer is replaced
@@ -738,11 +741,7 @@ mod tests {
         while k < N {
             // What the connection does: a read (which fills the buffer: the initiator keeps
             // 32 commands in flight), every whole PDU handed on, room for a partial one.
-            reserve(&mut buf, &|b| {
-                if b.capacity() - b.len() < 4096 {
-                    b.reserve(READ_CHUNK);
-                }
-            });
+            reserve(&mut buf, &room_to_read);
             let n = (stream.len() - sent).min(buf.capacity() - buf.len());
             buf.extend_from_slice(&stream[sent..sent + n]);
             sent += n;
