@@ -9,6 +9,7 @@
 pub mod bufpool;
 mod cdb;
 mod cmd;
+mod gather;
 mod lock;
 mod lu;
 mod mode;
@@ -19,12 +20,15 @@ mod target;
 mod vpd;
 
 #[cfg(test)]
+mod gather_tests;
+#[cfg(test)]
 mod tests;
 
 use bytes::Bytes;
 
 pub use self::{
     cmd::copy::LunResolver,
+    gather::{Fit, Joined, MAX_RUN_BYTES, WriteRun},
     lu::{LogicalUnit, LuConfig, alua},
     mode::ModeState,
     sense::{Sense, status},
@@ -105,6 +109,9 @@ pub struct Request<'a> {
     /// Set by [`LogicalUnit::execute_nowait`]: a read or write that would have to wait
     /// raises the flag instead, and its response is discarded.
     pub(crate) would_block: Option<&'a std::cell::Cell<bool>>,
+    /// Set by [`WriteRun::join`]: a plain write is checked but not written; the run
+    /// writes its data.
+    pub(crate) defer: Option<&'a std::cell::Cell<gather::Deferral>>,
 }
 
 impl<'a> Request<'a> {
@@ -125,6 +132,7 @@ impl<'a> Request<'a> {
             abort,
             resolver,
             would_block: None,
+            defer: None,
         }
     }
 }

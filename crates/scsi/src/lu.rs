@@ -115,7 +115,7 @@ pub struct LogicalUnit {
     pub(crate) locks: crate::lock::RangeLocks,
     pub(crate) sanitizing: Arc<AtomicBool>,
     /// Commands admitted and still running (an access state change waits for them).
-    running: AtomicUsize,
+    pub(crate) running: AtomicUsize,
 }
 
 /// Asymmetric access states (SPC-4 section 6.37, table 272).

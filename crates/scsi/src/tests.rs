@@ -11,7 +11,7 @@ use crate::{LogicalUnit, LuConfig, LunMap, Nexus, Request, Response};
 const BS: u32 = 512;
 const BLOCKS: u64 = 2048;
 
-fn nexus(name: &str) -> Nexus {
+pub(crate) fn nexus(name: &str) -> Nexus {
     Nexus::new(
         name,
         [0x80, 0, 0, 0, 0, 1],
@@ -21,7 +21,7 @@ fn nexus(name: &str) -> Nexus {
     )
 }
 
-fn lu() -> (Arc<LogicalUnit>, Arc<MemDevice>) {
+pub(crate) fn lu() -> (Arc<LogicalUnit>, Arc<MemDevice>) {
     let dev = Arc::new(MemDevice::new(BLOCKS * u64::from(BS)));
     let mut naa = [0u8; 8];
     naa[0] = 0x30;
@@ -31,14 +31,14 @@ fn lu() -> (Arc<LogicalUnit>, Arc<MemDevice>) {
     (Arc::new(LogicalUnit::new(cfg, dev.clone())), dev)
 }
 
-struct T {
-    lu: Arc<LogicalUnit>,
-    nexus: Nexus,
+pub(crate) struct T {
+    pub(crate) lu: Arc<LogicalUnit>,
+    pub(crate) nexus: Nexus,
 }
 
 impl T {
     /// A logical unit whose first-command unit attention has been consumed.
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let (lu, _) = lu();
         let t = Self {
             lu,
@@ -51,7 +51,7 @@ impl T {
         t
     }
 
-    fn run(&self, cdb: &[u8], data: &[u8]) -> Response {
+    pub(crate) fn run(&self, cdb: &[u8], data: &[u8]) -> Response {
         let bufs = if data.is_empty() {
             vec![]
         } else {
@@ -65,22 +65,23 @@ impl T {
             abort: None,
             resolver: None,
             would_block: None,
+            defer: None,
         })
     }
 }
 
-fn sense3(r: &Response) -> (u8, u8, u8) {
+pub(crate) fn sense3(r: &Response) -> (u8, u8, u8) {
     assert_eq!(r.status, 2, "expected CHECK CONDITION, got {r:?}");
     (r.sense[2] & 0x0f, r.sense[12], r.sense[13])
 }
 
-fn write10(lba: u32, blocks: u16) -> [u8; 10] {
+pub(crate) fn write10(lba: u32, blocks: u16) -> [u8; 10] {
     let l = lba.to_be_bytes();
     let b = blocks.to_be_bytes();
     [0x2a, 0, l[0], l[1], l[2], l[3], 0, b[0], b[1], 0]
 }
 
-fn read10(lba: u32, blocks: u16) -> [u8; 10] {
+pub(crate) fn read10(lba: u32, blocks: u16) -> [u8; 10] {
     let mut c = write10(lba, blocks);
     c[0] = 0x28;
     c
@@ -446,6 +447,7 @@ fn report_luns_and_missing_lun() {
         abort: None,
         resolver: None,
         would_block: None,
+        defer: None,
     };
     let r = map.execute(Some(5), &req(&[0x12, 0, 0, 0, 36, 0]));
     assert_eq!(r.data[0], 0x7f);

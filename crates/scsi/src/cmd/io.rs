@@ -6,6 +6,7 @@ use bytes::Bytes;
 use crate::{
     LogicalUnit, Request, Response,
     cdb::{CmdResult, be16, be24, be32, be64, gather, invalid_field, invalid_param},
+    gather::Deferral,
     sense::Sense,
     vpd::{MAX_UNMAP_DESCRIPTORS, max_unmap_blocks},
 };
@@ -189,6 +190,19 @@ pub(crate) fn write(lu: &LogicalUnit, req: &Request<'_>) -> CmdResult<Response> 
     let write_len = rw.blocks.saturating_mul(lu.cfg.block_size);
     lu.check_writable()?;
     check_rw(lu, &rw, lu.cfg.max_transfer_blocks)?;
+    if let Some(defer) = req.defer {
+        // Offered to a run of adjacent writes (`WriteRun`), which writes the data; a write
+        // that must reach stable storage goes the usual way.
+        defer.set(if rw.fua {
+            Deferral::Refused
+        } else {
+            Deferral::Joined
+        });
+        return Ok(Response {
+            write_len,
+            ..Response::good()
+        });
+    }
     match req.would_block {
         Some(blocked) if !write_blocks_nowait(lu, req, &rw)? => {
             blocked.set(true);
