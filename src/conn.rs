@@ -25,7 +25,7 @@ use iscsi_proto::{
     negotiate::SessionType,
     pdu::{BHS_LEN, Opcode, Pdu},
 };
-use scsi::{LunMap, Nexus, bufpool};
+use scsi::{Fit, Joined, LunMap, Nexus, WriteRun, bufpool};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::{
@@ -416,6 +416,8 @@ impl Conn {
         let mut executing: HashMap<u32, Arc<AtomicBool>> = HashMap::new();
         let mut close: Option<CloseReason> = None;
         let mut batch: Vec<OutFrame> = Vec::new();
+        // Adjacent writes received together, written with one device call.
+        let mut run: WriteRun<u32> = WriteRun::default();
         let poll = Duration::from_micros(cfg.poll_us);
         // Reads in a row that brought exactly one PDU (the initiator waits for each answer).
         let mut one_at_a_time = 0u32;
@@ -447,7 +449,24 @@ impl Conn {
                     }
                 }
             }
-            while let Some(o) = ffp.poll_output() {
+            loop {
+                let Some(o) = ffp.poll_output() else {
+                    if run.is_empty() {
+                        break;
+                    }
+                    // Its answers are more output.
+                    self.write_run(&mut run, &mut ffp, &mut executing, &done_tx);
+                    continue;
+                };
+                if let Output::Execute(task) = &o
+                    && self.gather(&s, task, &mut run, &mut ffp, &mut executing, &done_tx)
+                {
+                    continue;
+                }
+                if !matches!(o, Output::Send(_)) {
+                    // Nothing else runs before the writes gathered so far are written.
+                    self.write_run(&mut run, &mut ffp, &mut executing, &done_tx);
+                }
                 match o {
                     Output::Send(pdu) => batch.push(self.enc.encode(&pdu)),
                     Output::Execute(task) => {
@@ -537,12 +556,75 @@ impl Conn {
             Some(&*self.server.registry),
         );
         let r = map.execute_nowait(decode_lun(task.lun), &req)?;
-        Some(ScsiCompletion {
-            status: r.status,
-            sense: r.sense,
-            data: r.data,
-            write_len: r.write_len,
-        })
+        Some(completion(r))
+    }
+
+    /// Offer a write to the run of adjacent writes (see [`scsi::WriteRun`]): true when it
+    /// was taken (it joined the run, or was answered without reaching the medium), false
+    /// when it is to run the usual way.
+    fn gather(
+        &self,
+        s: &Session,
+        task: &ScsiTask,
+        run: &mut WriteRun<u32>,
+        ffp: &mut ffp::Connection,
+        executing: &mut HashMap<u32, Arc<AtomicBool>>,
+        done: &mpsc::UnboundedSender<(u32, ScsiCompletion)>,
+    ) -> bool {
+        if !task.write || task.read || task.expected_len > INLINE_WRITE_MAX {
+            return false;
+        }
+        let Some(t) = &s.target else {
+            return false;
+        };
+        let map = t.lun_map();
+        let lun = decode_lun(task.lun);
+        match run.fit(&map, lun, &task.cdb, &task.data) {
+            Fit::No => return false,
+            Fit::AfterRun => self.write_run(run, ffp, executing, done),
+            Fit::Joins => {}
+        }
+        let req = scsi::Request::new(
+            &s.nexus,
+            &task.cdb,
+            &task.data,
+            map.luns(),
+            None,
+            Some(&*self.server.registry),
+        );
+        match run.join(&map, lun, &req, task.itt) {
+            Joined::Yes => true,
+            Joined::Done(r) => {
+                ffp.complete(task.itt, completion(r));
+                true
+            }
+            Joined::No => false,
+        }
+    }
+
+    /// Write the run of gathered writes and answer them: here when that needs only memory,
+    /// else on an I/O thread (its tasks count as executing until then).
+    fn write_run(
+        &self,
+        run: &mut WriteRun<u32>,
+        ffp: &mut ffp::Connection,
+        executing: &mut HashMap<u32, Arc<AtomicBool>>,
+        done: &mpsc::UnboundedSender<(u32, ScsiCompletion)>,
+    ) {
+        if run.write_nowait(|itt, r| ffp.complete(itt, completion(r))) {
+            return;
+        }
+        let abort = Arc::new(AtomicBool::new(false));
+        for &itt in run.tags() {
+            executing.insert(itt, abort.clone());
+        }
+        let run = std::mem::take(run);
+        let done = done.clone();
+        self.server.io.spawn(Box::new(move || {
+            run.write(|itt, r| {
+                let _ = done.send((itt, completion(r)));
+            });
+        }));
     }
 
     fn execute(
@@ -569,15 +651,7 @@ impl Conn {
                 Some(&**registry),
             );
             let r = map.execute(decode_lun(task.lun), &req);
-            let _ = done.send((
-                task.itt,
-                ScsiCompletion {
-                    status: r.status,
-                    sense: r.sense,
-                    data: r.data,
-                    write_len: r.write_len,
-                },
-            ));
+            let _ = done.send((task.itt, completion(r)));
         }));
     }
 
@@ -667,6 +741,16 @@ impl Conn {
             }
             ResetEvent::TaskSet { .. } => {}
         }
+    }
+}
+
+/// The answer to a task from the SCSI layer's response.
+fn completion(r: scsi::Response) -> ScsiCompletion {
+    ScsiCompletion {
+        status: r.status,
+        sense: r.sense,
+        data: r.data,
+        write_len: r.write_len,
     }
 }
 

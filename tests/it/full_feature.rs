@@ -1,7 +1,12 @@
 //! Full feature phase over TCP: data on disk, R2T, residuals, NOP, task management, logout,
 //! rejects.
 
-use iscsi_proto::pdu::{LogoutRequest, NopOut, Pdu, RESERVED_TAG, TaskMgmtRequest};
+use std::collections::HashMap;
+
+use bytes::Bytes;
+use iscsi_proto::pdu::{
+    Cdb, LogoutRequest, NopOut, Pdu, RESERVED_TAG, ScsiCommand, TaskMgmtRequest,
+};
 
 use crate::{
     harness::{IQN, Server},
@@ -45,6 +50,102 @@ fn writes_reach_the_image_file() {
     assert_eq!(r.data, data);
 }
 
+/// A READ(10) or WRITE(10) of 4 KiB blocks (8 sectors each) at 4 KiB block `at`, with its
+/// data as immediate data, numbered in the initiator's sequence.
+fn rw10(i: &mut Initiator, at: u32, data: Option<&[u8]>, blocks: u16) -> (u32, Vec<u8>) {
+    let itt = i.itt();
+    let lba = (at * 8).to_be_bytes();
+    let n = (blocks * 8).to_be_bytes();
+    let op = if data.is_some() { 0x2a } else { 0x28 };
+    let cdb = [op, 0, lba[0], lba[1], lba[2], lba[3], 0, n[0], n[1], 0];
+    let pdu = Pdu::ScsiCommand(ScsiCommand {
+        final_bit: true,
+        read: data.is_none(),
+        write: data.is_some(),
+        attr: 1,
+        lun: 0,
+        itt,
+        expected_len: u32::from(blocks) * 4096,
+        cmd_sn: i.cmd_sn,
+        exp_stat_sn: i.exp_stat_sn,
+        cdb: Cdb::from_slice(&cdb),
+        data: data.map(Bytes::copy_from_slice).unwrap_or_default(),
+        ..Default::default()
+    });
+    i.cmd_sn = i.cmd_sn.wrapping_add(1);
+    (itt, i.enc.encode(&pdu).to_bytes().to_vec())
+}
+
+/// Writes to adjacent blocks sent together are gathered into one write by the target; what
+/// arrives after them in the same burst (a read of them, a second write of a block) must
+/// still see them done first, and every write gets its own answer.
+#[test]
+fn adjacent_writes_sent_together_are_all_done_before_what_follows_them() {
+    let s = Server::start("");
+    let mut i = logged_in(&s);
+    let block = |seed: u32| -> Vec<u8> {
+        (0..4096u32)
+            .map(|x| (x.wrapping_mul(2_654_435_761) >> 24) as u8 ^ seed as u8)
+            .collect()
+    };
+    let mut burst = Vec::new();
+    let mut writes = Vec::new();
+    // 24 adjacent 4 KiB writes at 4 KiB block 100, in one send.
+    for k in 0..24 {
+        let (itt, b) = rw10(&mut i, 100 + k, Some(&block(k)), 1);
+        writes.push(itt);
+        burst.extend(b);
+    }
+    let (read1, b) = rw10(&mut i, 100, None, 24);
+    burst.extend(b);
+    // Block 101 again, then block 102 again (adjacent to it), then a read of all.
+    for (k, seed) in [(101, 201), (102, 202)] {
+        let (itt, b) = rw10(&mut i, k, Some(&block(seed)), 1);
+        writes.push(itt);
+        burst.extend(b);
+    }
+    let (read2, b) = rw10(&mut i, 100, None, 24);
+    burst.extend(b);
+    i.send_raw(&burst);
+
+    let mut status = HashMap::new();
+    let mut read_data: HashMap<u32, Vec<u8>> = HashMap::new();
+    while status.len() < writes.len() + 2 {
+        match i.recv() {
+            Pdu::ScsiResponse(r) => {
+                i.exp_stat_sn = r.stat_sn.wrapping_add(1);
+                status.insert(r.itt, r.status);
+            }
+            Pdu::DataIn(d) => {
+                let buf = read_data.entry(d.itt).or_default();
+                assert_eq!(d.buffer_offset as usize, buf.len(), "Data-In in order");
+                buf.extend_from_slice(&d.data);
+                if let Some(st) = d.status {
+                    status.insert(d.itt, st);
+                }
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    for itt in &writes {
+        assert_eq!(status.get(itt), Some(&0), "write {itt} answered GOOD");
+    }
+    assert_eq!((status[&read1], status[&read2]), (0, 0));
+    let first: Vec<u8> = (0..24).flat_map(block).collect();
+    assert!(read_data[&read1] == first, "the read sees all 24 writes");
+    let mut last = first;
+    last[4096..8192].copy_from_slice(&block(201));
+    last[8192..12288].copy_from_slice(&block(202));
+    assert!(
+        read_data[&read2] == last,
+        "the rewrites land after the first writes"
+    );
+    let sync = i.scsi(0, &[0x35, 0, 0, 0, 0, 0, 0, 0, 0, 0], &[], 0, false);
+    assert_eq!(sync.status, 0);
+    let img = std::fs::read(s.path("lun0.img")).unwrap();
+    assert!(img[100 * 4096..124 * 4096] == last[..], "on disk");
+}
+
 #[test]
 fn residuals_and_sense() {
     let s = Server::start("");
@@ -80,7 +181,7 @@ fn nop_out_ping_is_answered() {
         ttt: RESERVED_TAG,
         cmd_sn: i.cmd_sn,
         exp_stat_sn: i.exp_stat_sn,
-        data: bytes::Bytes::from_static(b"are you there"),
+        data: Bytes::from_static(b"are you there"),
         ..Default::default()
     }));
     let Pdu::NopIn(n) = i.recv() else { panic!() };
