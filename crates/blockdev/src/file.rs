@@ -40,21 +40,34 @@ pub struct FileDevice {
 /// Alignment of buffers, offsets and lengths written with `O_DIRECT`.
 pub const DIRECT_ALIGN: usize = 4096;
 
-/// A buffered write slower than this waited for something (dirty page throttling, reclaim).
+/// A buffered write slower than this waited for something: dirty page throttling, reclaim,
+/// or the thread was preempted (on two busy cores, a few milliseconds now and then).
 const SLOW_WRITE: Duration = Duration::from_millis(2);
+/// Time a caller that must not wait may lose to slow writes per [`SLOW_WINDOW_US`] before
+/// such writes are refused: 1% of it. A throttled disk (pauses of 10-200 ms) is over it at
+/// once; a preempted thread's few milliseconds every few seconds are not, and refusing then
+/// would cost far more than it saves (each refused write takes two thread wake-ups).
+const SLOW_BUDGET_US: u64 = 10_000;
+/// The window slow writes are counted in, in microseconds.
+const SLOW_WINDOW_US: u64 = 1_000_000;
 
 /// Where the kernel cannot say whether a buffered write would wait (ext4 and tmpfs refuse
 /// RWF_NOWAIT for buffered writes), a write that must not wait is tried as a plain buffered
 /// write, which is a copy into the page cache unless the kernel throttles dirty pages or
-/// reclaims memory. Its time is watched: after a write slower than [`SLOW_WRITE`], such
-/// writes are refused for a second, two after the next slow one, up to a minute, so a
-/// throttled disk costs a caller that must not wait one stall per period at most.
+/// reclaims memory. Its time is watched: once writes slower than [`SLOW_WRITE`] have taken
+/// more than [`SLOW_BUDGET_US`] within a second, such writes are refused for a second, two
+/// after the next time, up to a minute, so a throttled disk costs a caller that must not
+/// wait one budget per period at most.
 #[derive(Debug, Default)]
 struct SlowWrites {
     /// Microseconds since `epoch` until which writes are refused.
     until: AtomicU64,
-    /// Slow writes in a row (each doubles the period).
+    /// Refusals in a row (each doubles the period).
     streak: AtomicU64,
+    /// Start of the current counting window, in microseconds since `epoch`.
+    window: AtomicU64,
+    /// Microseconds spent in slow writes within the window.
+    spent: AtomicU64,
     epoch: OnceLock<Instant>,
 }
 
@@ -75,6 +88,20 @@ impl SlowWrites {
             return;
         }
         let now = self.now();
+        let us = d.as_micros() as u64;
+        // Concurrent writers may race on the window's start: the count is approximate.
+        let spent = if now.saturating_sub(self.window.load(Ordering::Relaxed)) >= SLOW_WINDOW_US {
+            self.window.store(now, Ordering::Relaxed);
+            self.spent.store(us, Ordering::Relaxed);
+            us
+        } else {
+            self.spent.fetch_add(us, Ordering::Relaxed) + us
+        };
+        if spent < SLOW_BUDGET_US {
+            tracing::trace!(took_us = us, spent_us = spent, "slow buffered write");
+            return;
+        }
+        self.spent.store(0, Ordering::Relaxed);
         // A minute after the last refusal ended, the periods start over.
         let quiet = now.saturating_sub(self.until.load(Ordering::Relaxed)) > 60_000_000;
         let streak = if quiet {
@@ -86,9 +113,10 @@ impl SlowWrites {
         let period = 1_000_000u64 << (streak - 1);
         self.until.store(now + period, Ordering::Relaxed);
         tracing::debug!(
-            took_us = d.as_micros() as u64,
+            took_us = us,
+            spent_us = spent,
             refuse_s = period / 1_000_000,
-            "slow buffered write: writes that must not wait go to the I/O threads for a while"
+            "slow buffered writes: writes that must not wait go to the I/O threads for a while"
         );
     }
 }
@@ -515,7 +543,7 @@ mod tests {
     }
 
     #[test]
-    fn writes_that_must_not_wait_back_off_after_a_slow_one() {
+    fn writes_that_must_not_wait_back_off_once_slow_ones_take_over_a_budget() {
         let dir = tempfile::tempdir().unwrap();
         let d = FileDevice::open(&dir.path().join("a.img"), Some(1 << 20), false).unwrap();
         let b = [Bytes::from(vec![7u8; 4096])];
@@ -525,10 +553,13 @@ mod tests {
         let mut buf = vec![0u8; 4096];
         d.read_at(&mut buf, 0).unwrap();
         assert_eq!(buf, vec![7u8; 4096]);
-        // A fast write changes nothing; a slow one refuses such writes for a second...
+        // A fast write changes nothing, nor does one slow write (a preempted thread)...
         d.slow.took(Duration::from_micros(100));
-        assert!(!d.slow.refusing());
         d.slow.took(Duration::from_millis(5));
+        assert!(!d.slow.refusing());
+        // ...but more than 10 ms lost to slow writes within a second refuses such writes
+        // for a second...
+        d.slow.took(Duration::from_millis(6));
         assert!(d.slow.refusing());
         let b2 = [Bytes::from(vec![8u8; 4096])];
         assert!(!d.write_at_nowait(&b2, 0, false).unwrap());
@@ -536,15 +567,29 @@ mod tests {
         assert_eq!(buf, vec![7u8; 4096], "a refused write writes nothing");
         let first = d.slow.until.load(Ordering::Relaxed) - d.slow.now();
         assert!(first <= 1_000_000 && first > 900_000, "{first}");
-        // ...and each further slow one doubles the period, up to 64 s.
+        // ...the count starts over, and each further time doubles the period, up to 64 s.
         d.slow.took(Duration::from_millis(5));
+        let unchanged = d.slow.until.load(Ordering::Relaxed) - d.slow.now();
+        assert!(unchanged <= first, "{unchanged}");
+        d.slow.took(Duration::from_millis(20));
         let second = d.slow.until.load(Ordering::Relaxed) - d.slow.now();
         assert!(second > 1_900_000 && second <= 2_000_000, "{second}");
         for _ in 0..10 {
-            d.slow.took(Duration::from_millis(5));
+            d.slow.took(Duration::from_millis(20));
         }
         let longest = d.slow.until.load(Ordering::Relaxed) - d.slow.now();
         assert!(longest > 63_000_000 && longest <= 64_000_000, "{longest}");
+        // Slow writes a window apart do not add up.
+        let e = SlowWrites::default();
+        e.epoch
+            .set(Instant::now() - Duration::from_secs(5))
+            .unwrap();
+        e.took(Duration::from_millis(8));
+        e.window.store(e.now() - SLOW_WINDOW_US, Ordering::Relaxed);
+        e.took(Duration::from_millis(8));
+        assert!(!e.refusing());
+        e.took(Duration::from_millis(3));
+        assert!(e.refusing(), "8 + 3 ms within the second window");
     }
 
     #[test]
