@@ -73,20 +73,25 @@ const POLL_AFTER: u32 = 8;
 struct OneAtATime(u32);
 
 impl OneAtATime {
-    /// A read from the socket completed `pdus` PDUs. One that completed none (a command's
-    /// header that arrived ahead of its data, or part of a large PDU) says nothing: a
-    /// quarter of QEMU's 4 KiB writes at depth 1 were read in two parts, header first.
-    fn read(&mut self, pdus: usize) {
+    /// A read from the socket completed `pdus` PDUs and left a large PDU (one received
+    /// into a buffer of its own) in progress or not. A large PDU means a transfer, not a
+    /// command waiting for its answer: polling would read its data into the receive buffer,
+    /// to be copied into its own buffer again. A read that completed no PDU otherwise (a
+    /// command's header that arrived ahead of its data) says nothing: a quarter of QEMU's
+    /// 4 KiB writes at depth 1 were read in two parts, header first.
+    fn read(&mut self, pdus: usize, large: bool) {
         self.0 = match pdus {
+            _ if large => 0,
             0 => self.0,
             1 => self.0.saturating_add(1),
             _ => 0,
         };
     }
 
-    /// Polling found `pdus` PDUs: more than one means the initiator does not wait.
-    fn polled(&mut self, pdus: usize) {
-        if pdus > 1 {
+    /// Polling found `pdus` PDUs (and left a large one in progress or not): more than one
+    /// means the initiator does not wait.
+    fn polled(&mut self, pdus: usize, large: bool) {
+        if pdus > 1 || large {
             self.0 = 0;
         }
     }
@@ -478,7 +483,7 @@ impl Conn {
                             Ok(_) => {}
                         }
                         let n = self.receive(&mut ffp, Instant::now());
-                        one_at_a_time.read(n);
+                        one_at_a_time.read(n, self.large.is_some());
                     }
                     _ = tick.tick() => ffp.handle_tick(Instant::now()),
                     _ = s.stop.changed() => {
@@ -540,10 +545,10 @@ impl Conn {
             }
             if !poll.is_zero() && one_at_a_time.yes() && executing.is_empty() {
                 match self.poll_next(&mut ffp, poll).await {
-                    Ok(0) => {}
+                    Ok(0) => one_at_a_time.polled(0, self.large.is_some()),
                     Ok(n) => {
                         polled = true;
-                        one_at_a_time.polled(n);
+                        one_at_a_time.polled(n, self.large.is_some());
                     }
                     Err(_) => break,
                 }
@@ -851,23 +856,36 @@ mod tests {
         let mut p = OneAtATime::default();
         for _ in 0..POLL_AFTER {
             assert!(!p.yes());
-            p.read(1);
+            p.read(1, false);
         }
         assert!(p.yes());
         // A write's header read ahead of its data, then the data.
-        p.read(0);
-        assert!(p.yes(), "a read of part of a PDU changes nothing");
-        p.read(1);
-        p.polled(1);
+        p.read(0, false);
+        assert!(p.yes(), "a read of part of a small PDU changes nothing");
+        p.read(1, false);
+        p.polled(1, false);
+        p.polled(0, false);
         assert!(p.yes());
         // Two PDUs in one read, or found by one poll: the initiator does not wait.
-        p.read(2);
+        p.read(2, false);
         assert!(!p.yes());
         for _ in 0..POLL_AFTER {
-            p.read(1);
+            p.read(1, false);
         }
-        p.polled(3);
+        p.polled(3, false);
         assert!(!p.yes());
+        // A large PDU (its header read alone, its data into its own buffer) is a transfer:
+        // one large write after another, each completed by one read, is never polled for.
+        for _ in 0..POLL_AFTER * 2 {
+            p.read(0, true);
+            p.read(1, false);
+        }
+        assert!(!p.yes());
+        for _ in 0..POLL_AFTER {
+            p.read(1, false);
+        }
+        p.polled(0, true);
+        assert!(!p.yes(), "a poll that started a large PDU");
     }
 
     #[test]
