@@ -36,7 +36,7 @@ use tokio::{
 };
 
 use crate::{
-    registry::{PortalLogin, Target},
+    registry::{PortalLogin, Registry, Target},
     server::Server,
     sessions::SessionKey,
 };
@@ -590,14 +590,7 @@ impl Conn {
             return None;
         }
         let map = s.target.as_ref()?.lun_map();
-        let req = scsi::Request::new(
-            &s.nexus,
-            &task.cdb,
-            &task.data,
-            map.luns(),
-            None,
-            Some(&*self.server.registry),
-        );
+        let req = task_request(&s.nexus, task, &map, None, &self.server.registry);
         let r = map.execute_nowait(decode_lun(task.lun), &req)?;
         Some(completion(r))
     }
@@ -627,14 +620,7 @@ impl Conn {
             Fit::AfterRun => self.write_run(run, ffp, executing, done),
             Fit::Joins => {}
         }
-        let req = scsi::Request::new(
-            &s.nexus,
-            &task.cdb,
-            &task.data,
-            map.luns(),
-            None,
-            Some(&*self.server.registry),
-        );
+        let req = task_request(&s.nexus, task, &map, None, &self.server.registry);
         match run.join(&map, lun, &req, task.itt) {
             Joined::Yes => true,
             Joined::Done(r) => {
@@ -684,15 +670,7 @@ impl Conn {
         let nexus = s.nexus.clone();
         let server = self.server.clone();
         self.server.io.spawn(Box::new(move || {
-            let registry = &server.registry;
-            let req = scsi::Request::new(
-                &nexus,
-                &task.cdb,
-                &task.data,
-                map.luns(),
-                Some(&abort),
-                Some(&**registry),
-            );
+            let req = task_request(&nexus, &task, &map, Some(&abort), &server.registry);
             let r = map.execute(decode_lun(task.lun), &req);
             let _ = done.send((task.itt, completion(r)));
         }));
@@ -785,6 +763,25 @@ impl Conn {
             ResetEvent::TaskSet { .. } => {}
         }
     }
+}
+
+/// A task as the SCSI layer takes it, on `map` (whose LUNs REPORT LUNS lists), with the
+/// server's registry to resolve EXTENDED COPY targets.
+fn task_request<'a>(
+    nexus: &'a Nexus,
+    task: &'a ScsiTask,
+    map: &'a LunMap,
+    abort: Option<&'a AtomicBool>,
+    registry: &'a Registry,
+) -> scsi::Request<'a> {
+    scsi::Request::new(
+        nexus,
+        &task.cdb,
+        &task.data,
+        map.luns(),
+        abort,
+        Some(registry),
+    )
 }
 
 /// The answer to a task from the SCSI layer's response.
