@@ -50,6 +50,12 @@ const SLOW_WRITE: Duration = Duration::from_millis(2);
 const SLOW_BUDGET_US: u64 = 10_000;
 /// The window slow writes are counted in, in microseconds.
 const SLOW_WINDOW_US: u64 = 1_000_000;
+/// A refusal ends early once the writes made meanwhile where waiting is allowed (the I/O
+/// threads) have all been fast for this long, in microseconds...
+const CALM_US: u64 = 1_000_000;
+/// ...and were at least this many (a throttled writer is paused every 10-200 ms, so a
+/// second of writes without a pause means the throttling is over).
+const CALM_WRITES: u64 = 16;
 
 /// Where the kernel cannot say whether a buffered write would wait (ext4 and tmpfs refuse
 /// RWF_NOWAIT for buffered writes), a write that must not wait is tried as a plain buffered
@@ -57,7 +63,9 @@ const SLOW_WINDOW_US: u64 = 1_000_000;
 /// reclaims memory. Its time is watched: once writes slower than [`SLOW_WRITE`] have taken
 /// more than [`SLOW_BUDGET_US`] within a second, such writes are refused for a second, two
 /// after the next time, up to a minute, so a throttled disk costs a caller that must not
-/// wait one budget per period at most.
+/// wait one budget per period at most. Meanwhile the writes made where waiting is allowed
+/// are timed too: a second of them without a slow one ends the refusal early (a burst that
+/// the kernel throttled is over), the period still doubling if slow writes come back.
 #[derive(Debug, Default)]
 struct SlowWrites {
     /// Microseconds since `epoch` until which writes are refused.
@@ -68,6 +76,9 @@ struct SlowWrites {
     window: AtomicU64,
     /// Microseconds spent in slow writes within the window.
     spent: AtomicU64,
+    /// While refusing: since when the writes allowed to wait have been fast, and how many.
+    calm_since: AtomicU64,
+    calm_writes: AtomicU64,
     epoch: OnceLock<Instant>,
 }
 
@@ -111,6 +122,8 @@ impl SlowWrites {
             (self.streak.fetch_add(1, Ordering::Relaxed) + 1).min(7)
         };
         let period = 1_000_000u64 << (streak - 1);
+        self.calm_since.store(now, Ordering::Relaxed);
+        self.calm_writes.store(0, Ordering::Relaxed);
         self.until.store(now + period, Ordering::Relaxed);
         tracing::debug!(
             took_us = us,
@@ -119,7 +132,33 @@ impl SlowWrites {
             "slow buffered writes: writes that must not wait go to the I/O threads for a while"
         );
     }
+
+    /// While refusing: record how long a write allowed to wait took (one that would
+    /// otherwise have been tried without waiting), and end the refusal after a calm second.
+    fn waited(&self, d: Duration) {
+        let now = self.now();
+        if d >= SLOW_WRITE {
+            self.calm_since.store(now, Ordering::Relaxed);
+            self.calm_writes.store(0, Ordering::Relaxed);
+            return;
+        }
+        let writes = self.calm_writes.fetch_add(1, Ordering::Relaxed) + 1;
+        let calm = now.saturating_sub(self.calm_since.load(Ordering::Relaxed));
+        if calm >= CALM_US && writes >= CALM_WRITES {
+            // Ended now, not forgotten: slow writes within a minute double the period.
+            self.until.store(now.max(1), Ordering::Relaxed);
+            tracing::debug!(
+                calm_us = calm,
+                writes,
+                "buffered writes are fast again: writes that must not wait are tried again"
+            );
+        }
+    }
 }
+
+/// Largest write timed while refusing: the size of the writes tried without waiting (a
+/// larger one may take over [`SLOW_WRITE`] for its copy alone).
+const PROBE_MAX: u64 = 1 << 20;
 
 /// `statfs` magic of tmpfs.
 const TMPFS_MAGIC: i64 = 0x0102_1994;
@@ -359,8 +398,16 @@ impl BlockDevice for FileDevice {
     }
 
     fn write_at(&self, bufs: &[Bytes], offset: u64, fua: bool) -> Result<()> {
-        check_range(self.size, offset, total_len(bufs))?;
-        self.pwritev_all(bufs, offset, fua)
+        let len = total_len(bufs);
+        check_range(self.size, offset, len)?;
+        // While writes that must not wait are refused, those of them that came here are
+        // timed, to see when the refusal can end.
+        let timed = (!fua && len <= PROBE_MAX && self.slow.refusing()).then(Instant::now);
+        self.pwritev_all(bufs, offset, fua)?;
+        if let Some(t0) = timed {
+            self.slow.waited(t0.elapsed());
+        }
+        Ok(())
     }
 
     fn write_uncached_at(&self, buf: &[u8], offset: u64) -> Result<()> {
@@ -590,6 +637,61 @@ mod tests {
         assert!(!e.refusing());
         e.took(Duration::from_millis(3));
         assert!(e.refusing(), "8 + 3 ms within the second window");
+    }
+
+    #[test]
+    fn a_refusal_ends_once_writes_allowed_to_wait_have_been_fast_for_a_second() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = FileDevice::open(&dir.path().join("a.img"), Some(1 << 20), false).unwrap();
+        let slow = &d.slow;
+        slow.epoch
+            .set(Instant::now() - Duration::from_secs(5))
+            .unwrap();
+        slow.took(Duration::from_millis(20));
+        slow.took(Duration::from_millis(20));
+        assert!(slow.refusing(), "refused for 2 s");
+        let fast = Duration::from_micros(100);
+        // Writes made where waiting is allowed are timed: fast ones, but not a second yet.
+        for _ in 0..CALM_WRITES {
+            slow.waited(fast);
+        }
+        assert!(slow.refusing());
+        // A second later, but a slow one came meanwhile: the calm starts over.
+        slow.calm_since.fetch_sub(CALM_US, Ordering::Relaxed);
+        slow.waited(Duration::from_millis(3));
+        slow.waited(fast);
+        assert!(slow.refusing());
+        // A second of fast writes, but too few of them to tell.
+        slow.calm_since.fetch_sub(CALM_US, Ordering::Relaxed);
+        slow.waited(fast);
+        assert!(slow.refusing());
+        // Enough of them: the refusal ends.
+        for _ in 0..CALM_WRITES {
+            slow.waited(fast);
+        }
+        assert!(!slow.refusing());
+        let b = [Bytes::from(vec![3u8; 4096])];
+        assert!(
+            d.write_at_nowait(&b, 0, false).unwrap(),
+            "tried in memory again"
+        );
+        // The refusal ended early, not forgotten: the next one lasts twice as long (4 s)...
+        slow.took(Duration::from_millis(20));
+        let period = slow.until.load(Ordering::Relaxed) - slow.now();
+        assert!(period > 3_900_000 && period <= 4_000_000, "{period}");
+        // ...and the device's writes that may wait are what is timed: a plain one is
+        // counted (fast) or starts the calm over (slow), a FUA one (a flush's time) is not,
+        // nor is any write once writes are no longer refused.
+        slow.calm_writes.store(5, Ordering::Relaxed);
+        d.write_at(&b, 0, false).unwrap();
+        let n = slow.calm_writes.load(Ordering::Relaxed);
+        assert!(n == 6 || n == 0, "{n}");
+        slow.calm_writes.store(5, Ordering::Relaxed);
+        d.write_at(&b, 0, true).unwrap();
+        assert_eq!(slow.calm_writes.load(Ordering::Relaxed), 5);
+        slow.until.store(1, Ordering::Relaxed);
+        d.write_at(&b, 0, false).unwrap();
+        assert_eq!(slow.calm_writes.load(Ordering::Relaxed), 5);
     }
 
     #[test]
