@@ -93,8 +93,8 @@ impl SlowWrites {
         until != 0 && self.now() < until
     }
 
-    /// Record how long a write took.
-    fn took(&self, d: Duration) {
+    /// Record how long a write to `path` took.
+    fn took(&self, d: Duration, path: &Path) {
         if d < SLOW_WRITE {
             return;
         }
@@ -109,7 +109,7 @@ impl SlowWrites {
             self.spent.fetch_add(us, Ordering::Relaxed) + us
         };
         if spent < SLOW_BUDGET_US {
-            tracing::trace!(took_us = us, spent_us = spent, "slow buffered write");
+            tracing::trace!(path = %path.display(), took_us = us, spent_us = spent, "slow buffered write");
             return;
         }
         self.spent.store(0, Ordering::Relaxed);
@@ -126,6 +126,7 @@ impl SlowWrites {
         self.calm_writes.store(0, Ordering::Relaxed);
         self.until.store(now + period, Ordering::Relaxed);
         tracing::debug!(
+            path = %path.display(),
             took_us = us,
             spent_us = spent,
             refuse_s = period / 1_000_000,
@@ -135,7 +136,7 @@ impl SlowWrites {
 
     /// While refusing: record how long a write allowed to wait took (one that would
     /// otherwise have been tried without waiting), and end the refusal after a calm second.
-    fn waited(&self, d: Duration) {
+    fn waited(&self, d: Duration, path: &Path) {
         let now = self.now();
         if d >= SLOW_WRITE {
             self.calm_since.store(now, Ordering::Relaxed);
@@ -148,6 +149,7 @@ impl SlowWrites {
             // Ended now, not forgotten: slow writes within a minute double the period.
             self.until.store(now.max(1), Ordering::Relaxed);
             tracing::debug!(
+                path = %path.display(),
                 calm_us = calm,
                 writes,
                 "buffered writes are fast again: writes that must not wait are tried again"
@@ -393,7 +395,7 @@ impl BlockDevice for FileDevice {
         }
         let t0 = Instant::now();
         self.pwritev_all(bufs, offset, false)?;
-        self.slow.took(t0.elapsed());
+        self.slow.took(t0.elapsed(), &self.path);
         Ok(true)
     }
 
@@ -405,7 +407,7 @@ impl BlockDevice for FileDevice {
         let timed = (!fua && len <= PROBE_MAX && self.slow.refusing()).then(Instant::now);
         self.pwritev_all(bufs, offset, fua)?;
         if let Some(t0) = timed {
-            self.slow.waited(t0.elapsed());
+            self.slow.waited(t0.elapsed(), &self.path);
         }
         Ok(())
     }
@@ -601,12 +603,12 @@ mod tests {
         d.read_at(&mut buf, 0).unwrap();
         assert_eq!(buf, vec![7u8; 4096]);
         // A fast write changes nothing, nor does one slow write (a preempted thread)...
-        d.slow.took(Duration::from_micros(100));
-        d.slow.took(Duration::from_millis(5));
+        d.slow.took(Duration::from_micros(100), Path::new("t"));
+        d.slow.took(Duration::from_millis(5), Path::new("t"));
         assert!(!d.slow.refusing());
         // ...but more than 10 ms lost to slow writes within a second refuses such writes
         // for a second...
-        d.slow.took(Duration::from_millis(6));
+        d.slow.took(Duration::from_millis(6), Path::new("t"));
         assert!(d.slow.refusing());
         let b2 = [Bytes::from(vec![8u8; 4096])];
         assert!(!d.write_at_nowait(&b2, 0, false).unwrap());
@@ -615,14 +617,14 @@ mod tests {
         let first = d.slow.until.load(Ordering::Relaxed) - d.slow.now();
         assert!(first <= 1_000_000 && first > 900_000, "{first}");
         // ...the count starts over, and each further time doubles the period, up to 64 s.
-        d.slow.took(Duration::from_millis(5));
+        d.slow.took(Duration::from_millis(5), Path::new("t"));
         let unchanged = d.slow.until.load(Ordering::Relaxed) - d.slow.now();
         assert!(unchanged <= first, "{unchanged}");
-        d.slow.took(Duration::from_millis(20));
+        d.slow.took(Duration::from_millis(20), Path::new("t"));
         let second = d.slow.until.load(Ordering::Relaxed) - d.slow.now();
         assert!(second > 1_900_000 && second <= 2_000_000, "{second}");
         for _ in 0..10 {
-            d.slow.took(Duration::from_millis(20));
+            d.slow.took(Duration::from_millis(20), Path::new("t"));
         }
         let longest = d.slow.until.load(Ordering::Relaxed) - d.slow.now();
         assert!(longest > 63_000_000 && longest <= 64_000_000, "{longest}");
@@ -631,11 +633,11 @@ mod tests {
         e.epoch
             .set(Instant::now() - Duration::from_secs(5))
             .unwrap();
-        e.took(Duration::from_millis(8));
+        e.took(Duration::from_millis(8), Path::new("t"));
         e.window.store(e.now() - SLOW_WINDOW_US, Ordering::Relaxed);
-        e.took(Duration::from_millis(8));
+        e.took(Duration::from_millis(8), Path::new("t"));
         assert!(!e.refusing());
-        e.took(Duration::from_millis(3));
+        e.took(Duration::from_millis(3), Path::new("t"));
         assert!(e.refusing(), "8 + 3 ms within the second window");
     }
 
@@ -647,27 +649,27 @@ mod tests {
         slow.epoch
             .set(Instant::now() - Duration::from_secs(5))
             .unwrap();
-        slow.took(Duration::from_millis(20));
-        slow.took(Duration::from_millis(20));
+        slow.took(Duration::from_millis(20), Path::new("t"));
+        slow.took(Duration::from_millis(20), Path::new("t"));
         assert!(slow.refusing(), "refused for 2 s");
         let fast = Duration::from_micros(100);
         // Writes made where waiting is allowed are timed: fast ones, but not a second yet.
         for _ in 0..CALM_WRITES {
-            slow.waited(fast);
+            slow.waited(fast, Path::new("t"));
         }
         assert!(slow.refusing());
         // A second later, but a slow one came meanwhile: the calm starts over.
         slow.calm_since.fetch_sub(CALM_US, Ordering::Relaxed);
-        slow.waited(Duration::from_millis(3));
-        slow.waited(fast);
+        slow.waited(Duration::from_millis(3), Path::new("t"));
+        slow.waited(fast, Path::new("t"));
         assert!(slow.refusing());
         // A second of fast writes, but too few of them to tell.
         slow.calm_since.fetch_sub(CALM_US, Ordering::Relaxed);
-        slow.waited(fast);
+        slow.waited(fast, Path::new("t"));
         assert!(slow.refusing());
         // Enough of them: the refusal ends.
         for _ in 0..CALM_WRITES {
-            slow.waited(fast);
+            slow.waited(fast, Path::new("t"));
         }
         assert!(!slow.refusing());
         let b = [Bytes::from(vec![3u8; 4096])];
@@ -676,7 +678,7 @@ mod tests {
             "tried in memory again"
         );
         // The refusal ended early, not forgotten: the next one lasts twice as long (4 s)...
-        slow.took(Duration::from_millis(20));
+        slow.took(Duration::from_millis(20), Path::new("t"));
         let period = slow.until.load(Ordering::Relaxed) - slow.now();
         assert!(period > 3_900_000 && period <= 4_000_000, "{period}");
         // ...and the device's writes that may wait are what is timed: a plain one is
