@@ -1,5 +1,6 @@
 //! A conformance battery every [`BlockDevice`] implementation runs (openraft's storage
-//! `Suite` pattern): each test states one property of the trait's contract.
+//! `Suite` pattern): each test states one property of the trait's contract. Compiled for
+//! tests only (`#[cfg(test)] mod testing` in lib.rs): its `unwrap`s are test assertions.
 
 use bytes::Bytes;
 
