@@ -107,10 +107,14 @@ impl<T> WriteRun<T> {
         let Some(lu) = lun.and_then(|l| map.get(l)) else {
             return Fit::No;
         };
-        if !matches!(cdb.first(), Some(0x2a | 0xaa | 0x8a)) || cdb.len() < 10 {
-            return Fit::No;
-        }
-        if cdb.len() < 16 && cdb[0] == 0x8a || cdb.len() < 12 && cdb[0] == 0xaa {
+        // WRITE(10), WRITE(12), WRITE(16), with the CDB length each needs.
+        let need = match cdb.first() {
+            Some(0x2a) => 10,
+            Some(0xaa) => 12,
+            Some(0x8a) => 16,
+            _ => return Fit::No,
+        };
+        if cdb.len() < need {
             return Fit::No;
         }
         let rw = parse_rw(cdb);
