@@ -816,6 +816,48 @@ fn restore_resumes_after_a_crash_without_undoing_host_writes() {
     assert_same(&rig.read_all("a"), &want, "images");
 }
 
+/// A clean stop waits for a running restore to stop at a chunk and record where it stopped,
+/// so that nothing is written after the stop; the restore resumes at the next start.
+#[test]
+fn a_clean_stop_waits_for_a_running_restore_which_resumes_at_the_next_start() {
+    let mut rig = Rig::new(&[("a", 8 * MIB)]);
+    rig.write("a", 0, (8 * MIB) as usize, 1);
+    let gid = rig.create(replica(7, "a", "s"));
+    let cut = rig.read_all("s_1");
+    rig.write("a", 0, (8 * MIB) as usize, 2);
+    // A slow source: the restore (128 chunks at 5 ms or more each) outlasts the stop.
+    rig.faulty["a"].latency_us.store(5_000, Ordering::Relaxed);
+    let out = rig
+        .svc
+        .modify_replica_synchronization(ModifyReplicaSynchronization {
+            operation: Some(RESTORE),
+            synchronization: Some(gid),
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(out.code, ReturnCode::JobStarted);
+    let job = out.job.expect("a job");
+    rig.svc.shutdown();
+    let info = rig.svc.jobs.get(job).expect("the job");
+    assert_eq!(
+        info.state,
+        replication::types::JobState::Exception,
+        "the restore job when the stop returned: {info:?}"
+    );
+    assert!(
+        info.error
+            .as_deref()
+            .is_some_and(|e| e.contains("stopping")),
+        "{info:?}"
+    );
+    rig.faulty["a"].latency_us.store(0, Ordering::Relaxed);
+    rig.restart();
+    rig.idle();
+    let id = rig.pairs(gid)[0];
+    rig.eventually("the restore to finish", || !rig.sync(id).restoring);
+    assert_same(&rig.read_all("a"), &cut, "images");
+}
+
 /// A consistent Failover of an asynchronous group whose targets cannot drain in time: every
 /// target stops at one point of the shared journal (none gets ahead of another while the
 /// pairs leave it one by one), and what was not shipped stays tracked for the failback.

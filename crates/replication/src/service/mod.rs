@@ -202,6 +202,10 @@ pub struct ReplicationService {
     /// Jobs.
     pub jobs: Jobs,
     stopping: AtomicBool,
+    /// Held by the background flusher for each round of its work (saving state, starting
+    /// automatic resyncs) and by [`ReplicationService::shutdown`] while it sets `stopping`:
+    /// once that is set, no such round is under way or starts.
+    background: Mutex<()>,
     /// Serializes the methods that change relationships (taken before the catalog).
     ops: Mutex<()>,
     /// A simulated crash happened: nothing more is written.
@@ -239,6 +243,7 @@ impl ReplicationService {
             pools,
             jobs: Jobs::default(),
             stopping: AtomicBool::new(false),
+            background: Mutex::new(()),
             ops: Mutex::new(()),
             crashed: AtomicBool::new(false),
             ha: std::sync::OnceLock::new(),
@@ -483,14 +488,34 @@ impl ReplicationService {
         for m in &mirrors {
             m.crash();
         }
+        self.wait_jobs(Duration::from_secs(30));
+    }
+
+    /// Wait (up to `timeout` in all) until no job runs.
+    fn wait_jobs(&self, timeout: Duration) {
+        let deadline = std::time::Instant::now() + timeout;
         for j in self.jobs.list() {
-            self.jobs.wait(j.id, Duration::from_secs(30));
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            self.jobs.wait(j.id, left);
         }
     }
 
-    /// Stop cleanly: cancel copies, save bitmaps, clear activity logs, mark the catalog.
+    /// Stop cleanly: cancel copies and wait for them (up to 30 s), save bitmaps, clear
+    /// activity logs, mark the catalog. Nothing is written after it returns.
     pub fn shutdown(&self) {
-        self.stopping.store(true, Ordering::Relaxed);
+        if self.crashed.load(Ordering::SeqCst) {
+            return; // a simulated crash persists nothing more
+        }
+        {
+            let _quiet = self
+                .background
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            self.stopping.store(true, Ordering::SeqCst);
+        }
+        // Copies and restores see `stopping` at their next chunk and end, recording where
+        // they stopped (they resume at the next start) before the state below is saved.
+        self.wait_jobs(Duration::from_secs(30));
         let mirrors: Vec<Arc<Mirror>> = self.rt().mirrors.values().cloned().collect();
         let mut ok = true;
         for m in &mirrors {

@@ -125,11 +125,17 @@ impl ReplicationService {
             .name("replication-flusher".into())
             .spawn(move || {
                 while let Some(s) = me.upgrade() {
-                    if s.stopping.load(Ordering::Relaxed) {
-                        return;
+                    {
+                        let _round = s
+                            .background
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner);
+                        if s.stopping.load(Ordering::SeqCst) {
+                            return;
+                        }
+                        s.flush_state();
+                        s.auto_resync();
                     }
-                    s.flush_state();
-                    s.auto_resync();
                     drop(s);
                     std::thread::sleep(Duration::from_secs(2));
                 }

@@ -26,13 +26,21 @@ use replication::{
 /// 64 KiB, the replication chunk.
 pub(crate) const CHUNK: u64 = 64 << 10;
 
-/// A service and its configured volumes.
+/// A service and its configured volumes. Dropping it stops the service cleanly before its
+/// directory is removed (the service's background work would otherwise write into the
+/// directory while it is being removed, and leave it behind).
 pub(crate) struct Rig {
-    pub(crate) dir: tempfile::TempDir,
     pub(crate) svc: Arc<ReplicationService>,
     pub(crate) vols: Vec<(String, u64)>,
     pub(crate) faulty: BTreeMap<String, Arc<FaultyDevice>>,
     pub(crate) cfg: ServiceConfig,
+    pub(crate) dir: tempfile::TempDir,
+}
+
+impl Drop for Rig {
+    fn drop(&mut self) {
+        self.svc.shutdown();
+    }
 }
 
 impl Rig {
@@ -44,11 +52,11 @@ impl Rig {
         let vols: Vec<(String, u64)> = vols.iter().map(|(n, s)| (n.to_string(), *s)).collect();
         let (svc, faulty) = Self::open(dir.path(), &cfg, &vols);
         Self {
-            dir,
             svc,
             vols,
             faulty,
             cfg,
+            dir,
         }
     }
 
