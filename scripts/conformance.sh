@@ -9,7 +9,8 @@
 # env:
 #   IRONLUN_BIN       the server binary (default: target/release/ironlun, else target/debug)
 #   CONFORMANCE_STRICT=0  report failures but exit 0
-#   CONFORMANCE_OUT   directory for per-suite logs (default: a temp dir, printed)
+#   CONFORMANCE_OUT   directory for per-suite logs, kept (default: a temp dir, kept only
+#                     when a test failed or did not run, and then printed)
 # Exit status: 0 when no test failed (skips are reported, with their reasons, separately).
 set -euo pipefail
 
@@ -92,9 +93,16 @@ physical_block_size = 4096
 EOF
 
 server_pid=
+keep_logs=1
 cleanup() {
     [[ -n "$server_pid" ]] && kill "$server_pid" 2>/dev/null && wait "$server_pid" 2>/dev/null
-    [[ -z "${CONFORMANCE_OUT:-}" ]] && rm -rf "$work/data"
+    if [[ -n "${CONFORMANCE_OUT:-}" ]]; then
+        rm -rf "$work"
+    elif [[ $keep_logs == 1 ]]; then
+        rm -rf "$work/data"
+    else
+        rm -rf "$work"
+    fi
     true
 }
 trap cleanup EXIT
@@ -146,7 +154,7 @@ for suite in "${SUITES[@]}"; do
     skips=${rest#*|}
     note=
     if [[ $rc -eq 124 || $rc -eq 137 ]]; then note="TIMEOUT"; f=$((f + 1)); fails="$fails (timeout)"; fi
-    if [[ $((p + f + s)) -eq 0 ]]; then note="${note:+$note, }no test ran (rc=$rc)"; f=$((f + 1)); fi
+    if [[ $((p + f + s)) -eq 0 ]]; then note="${note:+$note, }no test ran (rc=$rc)"; f=$((f + 1)); fails="$fails (none-ran)"; fi
     [[ -n "$fails" ]] && note="${note:+$note; }failed:$fails"
     [[ -n "$skips" ]] && note="${note:+$note; }skipped:$skips"
     printf '%-26s %5d %5d %5d %s\n' "$suite" "$p" "$f" "$s" "$note"
@@ -157,12 +165,17 @@ for suite in "${SUITES[@]}"; do
         skipped_tests+=("$suite.$t: $reason")
     done
 done
-echo "conformance: $tp passed, $tf failed, $ts skipped (logs in $out)"
+if [[ $tf -eq 0 && -z "${CONFORMANCE_OUT:-}" ]]; then
+    keep_logs=0
+    echo "conformance: $tp passed, $tf failed, $ts skipped"
+else
+    echo "conformance: $tp passed, $tf failed, $ts skipped (logs in $out)"
+fi
 if [[ ${#skipped_tests[@]} -gt 0 ]]; then
     echo "skipped:"
     printf '  %s\n' "${skipped_tests[@]}"
 fi
-if [[ ${#failed_tests[@]} -gt 0 ]]; then
+if [[ $tf -gt 0 ]]; then
     echo "failed:"
     printf '  %s\n' "${failed_tests[@]}"
     [[ "${CONFORMANCE_STRICT:-1}" == 0 ]] || exit 1
