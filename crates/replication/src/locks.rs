@@ -57,8 +57,23 @@ impl ChunkLocks {
 /// Byte-range locks: a holder excludes every overlapping range.
 #[derive(Debug, Default)]
 pub struct RangeLocks {
-    held: Mutex<Vec<(u64, u64)>>,
+    held: Mutex<Held>,
     cv: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct Held {
+    ranges: Vec<(u64, u64)>,
+    /// Threads waiting for a range: a release wakes them only when there are some (a
+    /// wake-up is a system call even with nobody waiting, and every replicated write
+    /// releases a range).
+    waiters: usize,
+}
+
+impl Held {
+    fn overlaps(&self, start: u64, end: u64) -> bool {
+        self.ranges.iter().any(|&(s, e)| s < end && start < e)
+    }
 }
 
 /// A held byte range.
@@ -69,39 +84,39 @@ pub struct RangeGuard<'a> {
 }
 
 impl RangeLocks {
+    fn held(&self) -> std::sync::MutexGuard<'_, Held> {
+        self.held
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     /// Lock `[start, end)`, waiting for overlapping holders.
     pub fn lock(&self, start: u64, end: u64) -> RangeGuard<'_> {
         let end = end.max(start + 1);
-        let mut held = self
-            .held
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        while held.iter().any(|&(s, e)| s < end && start < e) {
+        let mut held = self.held();
+        while held.overlaps(start, end) {
+            held.waiters += 1;
             held = self
                 .cv
                 .wait(held)
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
+            held.waiters -= 1;
         }
-        held.push((start, end));
+        held.ranges.push((start, end));
         RangeGuard {
             locks: self,
             range: (start, end),
         }
     }
-}
 
-impl RangeLocks {
     /// Lock `[start, end)` unless an overlapping range is held now.
     pub fn try_lock(&self, start: u64, end: u64) -> Option<RangeGuard<'_>> {
         let end = end.max(start + 1);
-        let mut held = self
-            .held
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if held.iter().any(|&(s, e)| s < end && start < e) {
+        let mut held = self.held();
+        if held.overlaps(start, end) {
             return None;
         }
-        held.push((start, end));
+        held.ranges.push((start, end));
         Some(RangeGuard {
             locks: self,
             range: (start, end),
@@ -111,16 +126,15 @@ impl RangeLocks {
 
 impl Drop for RangeGuard<'_> {
     fn drop(&mut self) {
-        let mut held = self
-            .locks
-            .held
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(i) = held.iter().position(|r| *r == self.range) {
-            held.swap_remove(i);
+        let mut held = self.locks.held();
+        if let Some(i) = held.ranges.iter().position(|r| *r == self.range) {
+            held.ranges.swap_remove(i);
         }
+        let wake = held.waiters > 0;
         drop(held);
-        self.locks.cv.notify_all();
+        if wake {
+            self.locks.cv.notify_all();
+        }
     }
 }
 
@@ -143,5 +157,27 @@ mod tests {
         assert!(l.try_lock(8192, 9000).is_some());
         drop(a);
         t.join().unwrap();
+    }
+
+    #[test]
+    fn every_waiter_is_woken_when_the_range_they_wait_for_is_released() {
+        let l = std::sync::Arc::new(RangeLocks::default());
+        let a = l.lock(0, 8192);
+        let waiters: Vec<_> = [(0, 4096), (4096, 8192), (1000, 5000)]
+            .into_iter()
+            .map(|(s, e)| {
+                let l = l.clone();
+                std::thread::spawn(move || drop(l.lock(s, e)))
+            })
+            .collect();
+        while l.held().waiters < 3 {
+            std::thread::yield_now();
+        }
+        drop(a);
+        for t in waiters {
+            t.join().unwrap();
+        }
+        assert_eq!(l.held().waiters, 0);
+        assert!(l.held().ranges.is_empty());
     }
 }

@@ -71,6 +71,10 @@ struct State {
     worker_waiting: bool,
     /// The first held write that failed since the last flush.
     failed: Option<(BlockErrorKind, String)>,
+    /// Threads other than the worker waiting for held writes to be applied: applying one
+    /// wakes them only when there are some (a wake-up is a system call even with nobody
+    /// waiting).
+    waiters: usize,
 }
 
 /// The held writes of one volume.
@@ -120,10 +124,14 @@ impl WriteBack {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn wait<'a>(&self, g: MutexGuard<'a, State>) -> MutexGuard<'a, State> {
-        self.cv
+    fn wait<'a>(&self, mut g: MutexGuard<'a, State>) -> MutexGuard<'a, State> {
+        g.waiters += 1;
+        let mut g = self
+            .cv
             .wait(g)
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        g.waiters -= 1;
+        g
     }
 
     /// Whether nothing is held.
@@ -269,7 +277,9 @@ impl WriteBack {
         }
         st.bytes -= h.data.len();
         self.held.fetch_sub(1, Ordering::Release);
-        self.cv.notify_all();
+        if st.waiters > 0 {
+            self.cv.notify_all();
+        }
     }
 
     /// The worker could not be started: it is not running.
@@ -363,6 +373,35 @@ mod tests {
             waited < Duration::from_secs(20),
             "woken by the hold, not by the 30 s idle timeout ({waited:?})"
         );
+    }
+
+    #[test]
+    fn writers_waiting_for_held_writes_are_woken_as_they_are_applied() {
+        let wb = Arc::new(WriteBack::default());
+        assert_eq!(
+            wb.hold(&[Bytes::from_static(b"a")], 0, true),
+            Hold::StartWorker
+        );
+        assert_eq!(
+            wb.hold(&[Bytes::from(vec![1u8; 512])], 1 << 20, true),
+            Hold::Held
+        );
+        let waiting = |f: fn(&WriteBack)| {
+            let wb = wb.clone();
+            std::thread::spawn(move || f(&wb))
+        };
+        let clear = waiting(|wb| wb.wait_clear(0, 1));
+        let drain = waiting(WriteBack::drain);
+        while wb.st().waiters < 2 {
+            std::thread::yield_now();
+        }
+        assert_eq!(wb.batch().len(), 2);
+        wb.applied(Ok(()));
+        clear.join().unwrap();
+        assert!(!drain.is_finished(), "one write is still held");
+        wb.applied(Ok(()));
+        drain.join().unwrap();
+        assert_eq!(wb.st().waiters, 0);
     }
 
     #[test]
