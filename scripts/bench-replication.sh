@@ -5,7 +5,12 @@
 #
 # One ironlun serves four 1 GiB LUNs: plain, the source of a synchronous mirror, the source
 # of an asynchronous mirror, and the source of a snapshot. Each round runs every pattern on
-# every LUN, alternating LUNs; the table shows medians over the rounds.
+# every LUN, one after the other (the order reversed every other round), and takes each
+# replicated LUN's time relative to the plain LUN's run of the same round: the table shows
+# the median of those per-round ratios and their range, and IOPS from the median times. A
+# ratio of two runs a few seconds apart holds up against the machine's drift (the plain
+# LUN's own time moves by 15% or more between rounds on a shared machine); a ratio of
+# medians taken across rounds does not.
 #
 #   - 4 KiB writes at depth 1 (IOPS and mean latency) and depth 32, 1 MiB writes at depth 32;
 #     after every run the asynchronous mirror's journal is drained (not timed), so that no
@@ -93,67 +98,89 @@ drained() {
     echo "bench-replication: the asynchronous mirror did not drain in 30 s" >&2
 }
 
-# run LUN PATTERN-ARGS... -> seconds
+# cpu_ticks: the server's user + system time so far, in clock ticks (every thread's).
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$SERVER_PID/stat"; }
+
+# run LUN PATTERN-ARGS... -> "seconds ticks": the run's time, and the server's CPU from its
+# start until the asynchronous mirror has shipped what it wrote (shipping is part of what a
+# write to that LUN costs)
 run() {
     local lun=$1; shift
-    local out
+    local out c0
+    c0=$(cpu_ticks)
     out=$(qemu-img bench -w -f raw -t none "$@" "iscsi://127.0.0.1:$PORT/$IQN/$lun")
     drained
-    sed -n 's/^Run completed in \([0-9.]*\) seconds\./\1/p' <<< "$out"
+    echo "$(sed -n 's/^Run completed in \([0-9.]*\) seconds\./\1/p' <<< "$out") $(( $(cpu_ticks) - c0 ))"
 }
 
-# runw LUN PATTERN-ARGS... -> seconds from start to exit (login and the closing SYNCHRONIZE
-# CACHE included)
+# runw LUN PATTERN-ARGS... -> "seconds ticks" from start to exit (login and the closing
+# SYNCHRONIZE CACHE included)
 runw() {
     local lun=$1; shift
-    local t0=$EPOCHREALTIME
+    local t0=$EPOCHREALTIME c0
+    c0=$(cpu_ticks)
     qemu-img bench -w -f raw -t none "$@" "iscsi://127.0.0.1:$PORT/$IQN/$lun" > /dev/null
-    awk -v a="$t0" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.6f\n", b - a }'
+    awk -v a="$t0" -v b="$EPOCHREALTIME" -v c="$(( $(cpu_ticks) - c0 ))" 'BEGIN { printf "%.6f %d\n", b - a, c }'
 }
-# runf LUN PATTERN-ARGS... -> seconds for the writes and the closing flush: runw less the
-# same command's cost with one write (start, login, logout). The snapshot rows use it: a
-# first write to a chunk is held in the volume's write cache until its chunk is saved, so
-# part of what it costs is paid by the flush.
+# runf LUN PATTERN-ARGS... -> "seconds ticks" for the writes and the closing flush: runw less
+# the same command's cost with one write (start, login, logout; the median of three). The
+# snapshot rows use it: a first write to a chunk is held in the volume's write cache until
+# its chunk is saved, so part of what it costs is paid by the flush.
 runf() {
     local lun=$1; shift
     local base all
-    base=$(for _ in 1 2 3; do runw "$lun" -c 1 -d 1 -s 4k; done | sort -g | sed -n 2p)
+    base=$(for _ in 1 2 3; do runw "$lun" -c 1 -d 1 -s 4k; done)
     all=$(runw "$lun" "$@")
-    awk -v a="$all" -v b="$base" 'BEGIN { printf "%.6f\n", a - b }'
+    awk -v a="$all" -v t="$(cut -d' ' -f1 <<< "$base" | sort -g | sed -n 2p)" \
+        -v c="$(cut -d' ' -f2 <<< "$base" | sort -g | sed -n 2p)" \
+        'BEGIN { split(a, x, " "); printf "%.6f %d\n", x[1] - t, x[2] - c }'
 }
 
-declare -A T
-add() { T[$1]="${T[$1]:-} $2"; }
+declare -A T C
+# put KEY ROUND "SECONDS TICKS"
+put() { read -r "T[$1:$2]" "C[$1:$2]" <<< "$3"; }
 
 for round in $(seq "$ROUNDS"); do
-    for lun in 0 1 2; do
-        add "4k1:$lun" "$(run $lun -c $N4K1 -d 1 -s 4k)"
-        add "4k32:$lun" "$(run $lun -c $N4K32 -d 32 -s 4k)"
-        add "1m32:$lun" "$(run $lun -c $N1M -d 32 -s 1M)"
-    done
+    if (( round % 2 )); then order=(0 1 2); else order=(2 1 0); fi
+    for lun in "${order[@]}"; do put "4k1:$lun" "$round" "$(run $lun -c $N4K1 -d 1 -s 4k)"; done
+    for lun in "${order[@]}"; do put "4k32:$lun" "$round" "$(run $lun -c $N4K32 -d 32 -s 4k)"; done
+    for lun in "${order[@]}"; do put "1m32:$lun" "$round" "$(run $lun -c $N1M -d 32 -s 1M)"; done
     # A fresh snapshot of lun3, then one 4 KiB write per 64 KiB (first writes), then
     # the same writes again (overwrites); the plain LUN with the same pattern alongside.
     admin snapshot lun3 --name "snap$round" --wait > /dev/null
-    add "first:0" "$(runf 0 -c $NSNAP -d 32 -s 4k -S 64k)"
-    add "first:3" "$(runf 3 -c $NSNAP -d 32 -s 4k -S 64k)"
-    add "over:3" "$(runf 3 -c $NSNAP -d 32 -s 4k -S 64k)"
-    add "over:0" "$(runf 0 -c $NSNAP -d 32 -s 4k -S 64k)"
+    put "first:0" "$round" "$(runf 0 -c $NSNAP -d 32 -s 4k -S 64k)"
+    put "first:3" "$round" "$(runf 3 -c $NSNAP -d 32 -s 4k -S 64k)"
+    put "over:3" "$round" "$(runf 3 -c $NSNAP -d 32 -s 4k -S 64k)"
+    put "over:0" "$round" "$(runf 0 -c $NSNAP -d 32 -s 4k -S 64k)"
     gsync=$(admin list group-syncs | awk -v n="snap$round" '$2 == n { print $1 }')
     admin modify "$gsync" return-to-pool > /dev/null
 done
 
-median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{ a[NR] = $1 } END { print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
-secs() { median <<< "${T[$1]}"; }
+median() { sort -g | awk '{ a[NR] = $1 } END { print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
+# round_secs KEY: its time in each round, one per line
+round_secs() { for r in $(seq "$ROUNDS"); do echo "${T[$1:$r]}"; done; }
+# ratios ARRAY KEY BASE: KEY's value over BASE's in ARRAY (T: time, C: CPU), round by round
+ratios() {
+    local -n a=$1
+    for r in $(seq "$ROUNDS"); do
+        awk -v x="${a[$2:$r]}" -v y="${a[$3:$r]}" 'BEGIN { printf "%.4f\n", (y > 0) ? x / y : 0 }'
+    done
+}
+# spread ARRAY KEY BASE -> "median low high" of the ratios
+spread() { ratios "$@" | sort -g | awk '{ a[NR] = $1 } END { m = (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2; print m, a[1], a[NR] }'; }
 
-printf 'ironlun replication write cost, %s, %s, %s round(s), medians\n' "$(date -u +%F)" "$(nproc) cores" "$ROUNDS"
-printf '%-34s %12s %12s %10s\n' "pattern / LUN" "IOPS" "latency us" "vs plain"
+printf 'ironlun replication write cost, %s, %s, %s round(s); IOPS from median times, ratios per round\n' "$(date -u +%F)" "$(nproc) cores" "$ROUNDS"
+printf '%-34s %8s %8s %8s %12s %8s %12s\n' "pattern / LUN" "IOPS" "lat us" "time" "(range)" "CPU" "(range)"
 row() {
     local label=$1 key=$2 lun=$3 base=$4 count=$5 qd=$6
-    local s b
-    s=$(secs "$key:$lun"); b=$(secs "$key:$base")
-    awk -v l="$label" -v s="$s" -v b="$b" -v n="$count" -v qd="$qd" 'BEGIN {
+    local s
+    s=$(round_secs "$key:$lun" | median)
+    awk -v l="$label" -v s="$s" -v t="$(spread T "$key:$lun" "$key:$base")" \
+        -v c="$(spread C "$key:$lun" "$key:$base")" -v n="$count" -v qd="$qd" 'BEGIN {
+        split(t, tt, " "); split(c, cc, " ");
         iops = n / s; lat = (qd == 1) ? sprintf("%.1f", s / n * 1e6) : "-";
-        printf "%-34s %12.0f %12s %9.2fx\n", l, iops, lat, s / b }'
+        printf "%-34s %8.0f %8s %7.2fx %5.2f-%.2fx %7.2fx %5.2f-%.2fx\n", l, iops, lat,
+            tt[1], tt[2], tt[3], cc[1], cc[2], cc[3] }'
 }
 row "4k write qd1, no replication" 4k1 0 0 $N4K1 1
 row "4k write qd1, sync mirror" 4k1 1 0 $N4K1 1
@@ -167,5 +194,8 @@ row "1M write qd32, async mirror" 1m32 2 0 $N1M 32
 row "4k/64k-step qd32, no replication" first 0 0 $NSNAP 32
 row "4k/64k-step qd32, snapshot first" first 3 0 $NSNAP 32
 row "4k/64k-step qd32, snapshot over" over 3 0 $NSNAP 32
-echo "(\"vs plain\": time for the same writes relative to the LUN without replication; lower is better;"
-echo " the 4k/64k-step rows time the writes and the closing flush)"
+echo "(time and CPU: the median over the rounds of the time for the same writes, and of the"
+echo " server's CPU for them, relative to the LUN without replication in the same round; lower"
+echo " is better; the range is the lowest and highest of those ratios. The asynchronous mirror's"
+echo " CPU includes shipping its writes; the 4k/64k-step rows time the writes and the closing"
+echo " flush)"
