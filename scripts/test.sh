@@ -23,6 +23,8 @@ else
     cargo test --workspace --locked --no-fail-fast
 fi
 cargo test --doc --workspace --locked
+# The replication write-cost benchmark's quick mode, so that it cannot rot.
+cargo test -p replication --bench write_cost --locked -- --quick
 
 step "fuzzing smoke run: regression inputs, then 15 s per target (docs/fuzzing.md)"
 FUZZ_SECONDS="${FUZZ_SECONDS:-15}" scripts/fuzz-smoke.sh
