@@ -59,6 +59,35 @@ fn sync_mirror_initial_copy_then_every_write() {
     assert_eq!(err.kind, BlockErrorKind::ReadOnly);
 }
 
+/// A small write to a synchronous mirror's source is copied to the target in memory, on the
+/// host's path; a large one takes the path that may wait, where the target's copy runs on
+/// a writer thread while the source is written. Both land on the target, and a failure of
+/// the large one's target copy breaks the pair, not the host's write.
+#[test]
+fn a_large_sync_mirror_write_copies_to_the_target_alongside_the_source_write() {
+    // Memory on both sides: every copy could be done in memory.
+    let src = Volume::new("src", Arc::new(MemDevice::new(SIZE)));
+    let tgt = Volume::new("tgt", Arc::new(MemDevice::new(SIZE)));
+    let m = new_mirror(1, &src, &tgt, Mode::Synchronous);
+    m.resync(&|_, _| {}, &|| false).unwrap();
+    let small = [Bytes::from(vec![1u8; 4096])];
+    assert!(src.write_at_nowait(&small, 0, false).unwrap());
+    let large = [Bytes::from(vec![2u8; 256 << 10])];
+    assert!(
+        !src.write_at_nowait(&large, CHUNK, false).unwrap(),
+        "a large write takes the path that may wait"
+    );
+    src.write_at(&large, CHUNK, false).unwrap();
+    assert_eq!(all(&**src.base()), all(&**tgt.base()));
+    assert_eq!(m.state(), CopyState::Synchronized);
+    let (src, _, faulty, m) = pair(Mode::Synchronous);
+    m.resync(&|_, _| {}, &|| false).unwrap();
+    faulty.fail_writes.store(true, Ordering::Relaxed);
+    src.write_at(&large, 8 * CHUNK, false).unwrap();
+    assert_eq!(m.state(), CopyState::Broken);
+    assert_eq!(m.dirty().0, 4, "the write's four chunks are tracked");
+}
+
 #[test]
 fn failing_target_breaks_the_pair_and_the_host_keeps_writing() {
     let (src, tgt, faulty, m) = pair(Mode::Synchronous);

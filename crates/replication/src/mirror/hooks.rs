@@ -115,6 +115,11 @@ fn adjacent_run(entries: &[Entry]) -> usize {
 /// The most bytes one vectored write to an asynchronous target carries.
 const RUN_BYTES: u64 = 4 << 20;
 
+/// A synchronous mirror's target write of at least this many bytes goes to a writer thread,
+/// in parallel with the source write, rather than being copied before it on the host's
+/// path.
+const PARALLEL_COPY: u64 = 256 << 10;
+
 impl Mirror {
     /// Record `w`'s extent in activity log `al` (the source's or the target's), if the
     /// pair keeps one, before the write is issued.
@@ -162,6 +167,9 @@ impl WriteHook for Mirror {
             return None;
         }
         match w.kind {
+            // A large write copies to the target on a writer thread, in parallel with the
+            // source write (`start`), which cannot be waited for here.
+            WriteKind::Data(_) if w.len >= PARALLEL_COPY => Some(false),
             WriteKind::Data(b) => Some(matches!(
                 self.target().base().write_at_nowait(b, w.offset, w.fua),
                 Ok(true)
@@ -174,9 +182,12 @@ impl WriteHook for Mirror {
         if !self.st().forwards() {
             return None;
         }
-        // A target write that is a copy into memory (a local image's page cache) costs less
-        // than the hand-off to a writer thread: done here, before the source write.
-        if let WriteKind::Data(b) = w.kind {
+        // A small target write that is a copy into memory (a local image's page cache)
+        // costs less than the hand-off to a writer thread: done here, before the source
+        // write. A large one is worth the hand-off: both copies then run at once.
+        if let WriteKind::Data(b) = w.kind
+            && w.len < PARALLEL_COPY
+        {
             match self.target().base().write_at_nowait(b, w.offset, w.fua) {
                 Ok(true) => return Some(Pending::new(|| Ok(()))),
                 Ok(false) => {}
