@@ -386,6 +386,7 @@ mod tests {
         assert!(j.drain(Duration::from_millis(10)));
         assert_eq!(j.lag().0, 0);
     }
+
     fn data(n: usize) -> EntryKind {
         EntryKind::Data(smallvec::smallvec![Bytes::from(vec![7; n])])
     }

@@ -513,13 +513,16 @@ impl ReplicationService {
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
             self.stopping.store(true, Ordering::SeqCst);
         }
-        // Copies and restores see `stopping` at their next chunk and end, recording where
-        // they stopped (they resume at the next start) before the state below is saved.
-        self.wait_jobs(Duration::from_secs(30));
         let mirrors: Vec<Arc<Mirror>> = self.rt().mirrors.values().cloned().collect();
-        let mut ok = true;
         for m in &mirrors {
             m.shutdown();
+        }
+        // Copies and restores see `stopping` at their next chunk and end, recording where
+        // they stopped (they resume at the next start), and a job waiting for a journal
+        // to drain sees it stopped, before the state below is saved.
+        self.wait_jobs(Duration::from_secs(30));
+        let mut ok = true;
+        for m in &mirrors {
             ok &= m.save_bitmaps().is_ok();
         }
         let clones: Vec<Arc<Clone>> = self.rt().clones.values().cloned().collect();
