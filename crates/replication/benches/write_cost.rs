@@ -204,7 +204,7 @@ impl Bench {
                     t.elapsed() < Duration::from_secs(120),
                     "the asynchronous mirror catches up"
                 );
-                std::thread::sleep(Duration::from_micros(200));
+                std::thread::sleep(Duration::from_millis(1));
             }
             if overflowed || self.synced() != synced {
                 println!(
