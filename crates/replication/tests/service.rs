@@ -780,16 +780,15 @@ fn crash_resyncs_only_the_activity_log() {
     assert_same(&rig.read_all("m_1"), &rig.read_all("a"), "images");
 }
 
-/// A restore interrupted by a crash resumes, and a host write made after a chunk was
-/// restored is not undone by it.
-#[test]
-fn restore_resumes_after_a_crash_without_undoing_host_writes() {
-    let mut rig = Rig::new(&[("a", 8 * MIB)]);
+/// Volume `a` (8 MiB of 1s), its snapshot (group relationship returned), `a` rewritten
+/// with 2s, then a slow source (5 ms per write) and a Restore from the snapshot started:
+/// (the rig, the group relationship, the snapshot's image, the restore's job).
+fn slow_restore() -> (Rig, u64, Vec<u8>, u64) {
+    let rig = Rig::new(&[("a", 8 * MIB)]);
     rig.write("a", 0, (8 * MIB) as usize, 1);
     let gid = rig.create(replica(7, "a", "s"));
     let cut = rig.read_all("s_1");
     rig.write("a", 0, (8 * MIB) as usize, 2);
-    // A slow source: the restore (128 chunks) takes a while.
     rig.faulty["a"].latency_us.store(5_000, Ordering::Relaxed);
     let out = rig
         .svc
@@ -800,6 +799,15 @@ fn restore_resumes_after_a_crash_without_undoing_host_writes() {
         })
         .unwrap();
     assert_eq!(out.code, ReturnCode::JobStarted);
+    let job = out.job.expect("a job");
+    (rig, gid, cut, job)
+}
+
+/// A restore interrupted by a crash resumes, and a host write made after a chunk was
+/// restored is not undone by it.
+#[test]
+fn restore_resumes_after_a_crash_without_undoing_host_writes() {
+    let (mut rig, gid, cut, _) = slow_restore();
     // The source reads as the snapshot at once.
     assert_same(&rig.read_all("a"), &cut, "images");
     // A host write to the last chunk restores it first, then lands.
@@ -820,23 +828,8 @@ fn restore_resumes_after_a_crash_without_undoing_host_writes() {
 /// so that nothing is written after the stop; the restore resumes at the next start.
 #[test]
 fn a_clean_stop_waits_for_a_running_restore_which_resumes_at_the_next_start() {
-    let mut rig = Rig::new(&[("a", 8 * MIB)]);
-    rig.write("a", 0, (8 * MIB) as usize, 1);
-    let gid = rig.create(replica(7, "a", "s"));
-    let cut = rig.read_all("s_1");
-    rig.write("a", 0, (8 * MIB) as usize, 2);
-    // A slow source: the restore (128 chunks at 5 ms or more each) outlasts the stop.
-    rig.faulty["a"].latency_us.store(5_000, Ordering::Relaxed);
-    let out = rig
-        .svc
-        .modify_replica_synchronization(ModifyReplicaSynchronization {
-            operation: Some(RESTORE),
-            synchronization: Some(gid),
-            ..Default::default()
-        })
-        .unwrap();
-    assert_eq!(out.code, ReturnCode::JobStarted);
-    let job = out.job.expect("a job");
+    // The restore (128 chunks at 5 ms or more each) outlasts the stop.
+    let (mut rig, gid, cut, job) = slow_restore();
     rig.svc.shutdown();
     let info = rig.svc.jobs.get(job).expect("the job");
     assert_eq!(
