@@ -48,7 +48,10 @@ struct Sizes {
     rounds: usize,
 }
 
-fn main() {
+/// What a failed step of the benchmark reports.
+type Res<T> = Result<T, Box<dyn std::error::Error>>;
+
+fn main() -> Res<()> {
     let args: Vec<String> = std::env::args().collect();
     let quick = args.iter().any(|a| a == "--quick");
     let mut sz = if quick {
@@ -80,10 +83,11 @@ fn main() {
     let dir = tempfile::Builder::new()
         .prefix("ironlun-write-cost.")
         .tempdir_in(&base)
-        .expect("a directory for the images");
-    let bench = Bench::new(dir.path(), &sz);
-    bench.rounds(&sz);
+        .map_err(|e| format!("a directory for the images in {base}: {e}"))?;
+    let bench = Bench::new(dir.path(), &sz)?;
+    let r = bench.rounds(&sz);
     bench.svc.shutdown();
+    r
 }
 
 struct Bench {
@@ -93,47 +97,54 @@ struct Bench {
 }
 
 /// CPU time of the whole process so far.
-fn cpu_now() -> Duration {
+fn cpu_now() -> Res<Duration> {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
     };
     // SAFETY: clock_gettime writes the timespec we pass and nothing else.
     let rc = unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
-    assert_eq!(rc, 0, "clock_gettime(CLOCK_PROCESS_CPUTIME_ID)");
-    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+    if rc != 0 {
+        return Err(format!(
+            "clock_gettime(CLOCK_PROCESS_CPUTIME_ID): {}",
+            std::io::Error::last_os_error()
+        )
+        .into());
+    }
+    Ok(Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32))
 }
 
 impl Bench {
-    fn new(dir: &Path, sz: &Sizes) -> Self {
+    fn new(dir: &Path, sz: &Sizes) -> Res<Self> {
         let svc = ReplicationService::open(ServiceConfig::new(&dir.join("data")))
-            .expect("open the replication service");
+            .map_err(|e| format!("opening the replication service: {e}"))?;
         for (i, name) in [PLAIN, SYNC, ASYNC, SNAP].into_iter().enumerate() {
             let path = dir.join(format!("{name}.img"));
-            let dev = FileDevice::open(&path, Some(sz.volume), false).expect("image file");
+            let dev = FileDevice::open(&path, Some(sz.volume), false)
+                .map_err(|e| format!("{}: {e}", path.display()))?;
             // Fully written, so that no run pays for allocating blocks.
             let fill = Bytes::from(vec![0x11; MIB as usize]);
             for off in (0..sz.volume).step_by(MIB as usize) {
-                dev.write_at(std::slice::from_ref(&fill), off, false)
-                    .expect("fill the image");
+                dev.write_at(std::slice::from_ref(&fill), off, false)?;
             }
-            dev.flush().expect("flush the image");
+            dev.flush()?;
             svc.register_configured(name, Arc::new(dev), &path, 512, 0x5000 + i as u64);
         }
-        svc.start().expect("start the service");
+        svc.start()
+            .map_err(|e| format!("starting the service: {e}"))?;
         let bench = Self { svc, async_pair: 0 };
-        bench.create(SYNC, "syncm", 6, Some(2));
-        let group = bench.create(ASYNC, "asyncm", 6, Some(3));
+        bench.create(SYNC, "syncm", 6, Some(2))?;
+        let group = bench.create(ASYNC, "asyncm", 6, Some(3))?;
         let async_pair = bench.svc.catalog().group_syncs[&group].members[0];
-        Self {
+        Ok(Self {
             async_pair,
             ..bench
-        }
+        })
     }
 
     /// Create a relationship of `source` and wait for its job; returns the group
     /// relationship.
-    fn create(&self, source: &str, name: &str, sync_type: u16, mode: Option<u16>) -> u64 {
+    fn create(&self, source: &str, name: &str, sync_type: u16, mode: Option<u16>) -> Res<u64> {
         let out = self
             .svc
             .create_group_replica(CreateGroupReplica {
@@ -143,16 +154,16 @@ impl Bench {
                 source_element: Some(source.into()),
                 ..Default::default()
             })
-            .unwrap_or_else(|e| panic!("create a replica of {source}: {e:?}"));
+            .map_err(|e| format!("creating a replica of {source}: {e:?}"))?;
         if let Some(job) = out.job {
             let info = self.svc.jobs.wait(job, Duration::from_secs(600));
-            assert!(
-                info.as_ref()
-                    .is_some_and(|j| j.state == JobState::Completed),
-                "{info:?}"
-            );
+            if info.as_ref().is_none_or(|j| j.state != JobState::Completed) {
+                return Err(format!("the job of {name} did not complete: {info:?}").into());
+            }
         }
-        out.synchronization.expect("a relationship")
+        Ok(out
+            .synchronization
+            .ok_or_else(|| format!("no relationship for {name}"))?)
     }
 
     fn async_state(&self) -> CopyState {
@@ -165,30 +176,33 @@ impl Bench {
         self.svc.catalog().syncs[&self.async_pair].synced
     }
 
-    fn volume(&self, name: &str) -> Arc<Volume> {
-        self.svc.volume(name).expect("a configured volume")
+    fn volume(&self, name: &str) -> Res<Arc<Volume>> {
+        Ok(self
+            .svc
+            .volume(name)
+            .ok_or_else(|| format!("no volume {name}"))?)
     }
 
     /// Write `count` times `len` bytes, `step` apart from offset 0 (wrapping at the end of
     /// the volume) as the server does: in memory if the volume can, else by the path that
     /// may wait. Then flush if asked, and wait for the asynchronous mirror to ship. Returns
     /// (CPU, wall time of the writes and the flush).
-    fn measure(&self, name: &str, len: u64, step: u64, count: u64, flush: bool) -> (f64, f64) {
-        let v = self.volume(name);
+    fn measure(&self, name: &str, len: u64, step: u64, count: u64, flush: bool) -> Res<(f64, f64)> {
+        let v = self.volume(name)?;
         let data = [Bytes::from(vec![0x5a; len as usize])];
         let size = v.size();
         let synced = self.synced();
-        let (c0, t0) = (cpu_now(), Instant::now());
+        let (c0, t0) = (cpu_now()?, Instant::now());
         for i in 0..count {
             let off = (i * step) % size;
             match v.write_at_nowait(&data, off, false) {
                 Ok(true) => {}
-                Ok(false) => v.write_at(&data, off, false).expect("write"),
-                Err(e) => panic!("write to {name}: {e}"),
+                Ok(false) => v.write_at(&data, off, false)?,
+                Err(e) => return Err(format!("write to {name}: {e}").into()),
             }
         }
         if flush {
-            v.flush().expect("flush");
+            v.flush()?;
         }
         let wall = t0.elapsed();
         if name == ASYNC {
@@ -200,10 +214,9 @@ impl Bench {
                 .is_some_and(|d| d.2 > 0)
                 || self.async_state() != CopyState::Synchronized
             {
-                assert!(
-                    t.elapsed() < Duration::from_secs(120),
-                    "the asynchronous mirror catches up"
-                );
+                if t.elapsed() > Duration::from_secs(120) {
+                    return Err("the asynchronous mirror did not catch up in 120 s".into());
+                }
                 std::thread::sleep(Duration::from_millis(1));
             }
             if overflowed || self.synced() != synced {
@@ -213,10 +226,10 @@ impl Bench {
                 );
             }
         }
-        ((cpu_now() - c0).as_secs_f64(), wall.as_secs_f64())
+        Ok(((cpu_now()? - c0).as_secs_f64(), wall.as_secs_f64()))
     }
 
-    fn rounds(&self, sz: &Sizes) {
+    fn rounds(&self, sz: &Sizes) -> Res<()> {
         // (pattern, volume) -> one (CPU, wall) per round.
         let mut got: HashMap<(&str, &str), Vec<(f64, f64)>> = HashMap::new();
         for round in 0..sz.rounds {
@@ -225,25 +238,25 @@ impl Bench {
                 order.reverse();
             }
             for v in order {
-                let r = self.measure(v, 4096, 4096, sz.n4k, false);
+                let r = self.measure(v, 4096, 4096, sz.n4k, false)?;
                 got.entry(("4k", v)).or_default().push(r);
             }
             for v in order {
-                let r = self.measure(v, MIB, MIB, sz.n1m, false);
+                let r = self.measure(v, MIB, MIB, sz.n1m, false)?;
                 got.entry(("1m", v)).or_default().push(r);
             }
             // A fresh snapshot, then one 4 KiB write per 64 KiB (each the first write to
             // its block since the cut), then the same writes again; the plain volume
             // alongside. These runs end with a flush: a first write is held in memory
             // until its block is saved, and the flush pays for the rest.
-            let snap = self.create(SNAP, &format!("snap-{round}"), 7, None);
+            let snap = self.create(SNAP, &format!("snap-{round}"), 7, None)?;
             for (key, v) in [
                 ("first", PLAIN),
                 ("first", SNAP),
                 ("over", SNAP),
                 ("over", PLAIN),
             ] {
-                let r = self.measure(v, 4096, 64 << 10, sz.nsnap, true);
+                let r = self.measure(v, 4096, 64 << 10, sz.nsnap, true)?;
                 got.entry((key, v)).or_default().push(r);
             }
             let out = self
@@ -253,7 +266,7 @@ impl Bench {
                     synchronization: Some(snap),
                     ..Default::default()
                 })
-                .unwrap_or_else(|e| panic!("return the snapshot to its pool: {e:?}"));
+                .map_err(|e| format!("returning the snapshot to its pool: {e:?}"))?;
             if let Some(job) = out.job {
                 self.svc.jobs.wait(job, Duration::from_secs(600));
             }
@@ -304,6 +317,7 @@ impl Bench {
             "(CPU: the process's, every thread, until the asynchronous mirror has shipped the \
              run; wall: the writes (and the flush) as the host would wait for them)"
         );
+        Ok(())
     }
 }
 
