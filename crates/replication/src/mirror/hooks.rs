@@ -151,7 +151,16 @@ impl WriteHook for Mirror {
     }
 
     fn prepare_nowait(&self, _vol: &Volume, w: &Write<'_>) -> bool {
-        if self.state() == CopyState::Failedover {
+        let (state, forwards) = {
+            let st = self.st();
+            (st.state, st.forwards())
+        };
+        // A large write to a pair that follows copies to the target on a writer thread, in
+        // parallel with the source write (`start`), which cannot be waited for here: it
+        // takes the path that may wait before anything is locked or logged.
+        if state == CopyState::Failedover
+            || (forwards && matches!(w.kind, WriteKind::Data(_)) && w.len >= PARALLEL_COPY)
+        {
             return false;
         }
         let al = self
@@ -167,9 +176,6 @@ impl WriteHook for Mirror {
             return None;
         }
         match w.kind {
-            // A large write copies to the target on a writer thread, in parallel with the
-            // source write (`start`), which cannot be waited for here.
-            WriteKind::Data(_) if w.len >= PARALLEL_COPY => Some(false),
             WriteKind::Data(b) => Some(matches!(
                 self.target().base().write_at_nowait(b, w.offset, w.fua),
                 Ok(true)
