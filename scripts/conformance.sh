@@ -96,9 +96,8 @@ server_pid=
 keep_logs=1
 cleanup() {
     [[ -n "$server_pid" ]] && kill "$server_pid" 2>/dev/null && wait "$server_pid" 2>/dev/null
-    if [[ -n "${CONFORMANCE_OUT:-}" ]]; then
-        rm -rf "$work"
-    elif [[ $keep_logs == 1 ]]; then
+    # Logs outside CONFORMANCE_OUT stay only when something failed.
+    if [[ $keep_logs == 1 && -z "${CONFORMANCE_OUT:-}" ]]; then
         rm -rf "$work/data"
     else
         rm -rf "$work"
