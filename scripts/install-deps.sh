@@ -35,8 +35,10 @@ if [[ ${#need[@]} -gt 0 ]]; then
 fi
 
 # QEMU's iscsi:// driver. qemu-block-extra pins qemu-utils to its own version, which may be
-# older than the preinstalled qemu-utils: install both at the driver's version.
-if ! have_pkg qemu-block-extra; then
+# older than the preinstalled qemu-utils: install both at the driver's version. Installing
+# qemu-system-x86 above pulls in qemu-block-extra as a recommendation and removes a newer
+# qemu-utils on the way, so qemu-img is checked too.
+if ! have_pkg qemu-block-extra || ! command -v qemu-img >/dev/null; then
     echo "install-deps: installing qemu-block-extra and the matching qemu-utils"
     apt_update
     v=$(apt-cache show qemu-block-extra | awk '/^Version/{print $2; exit}')
