@@ -146,12 +146,12 @@ for round in $(seq "$ROUNDS"); do
     for lun in "${order[@]}"; do put "4k32:$lun" "$round" "$(run $lun -c $N4K32 -d 32 -s 4k)"; done
     for lun in "${order[@]}"; do put "1m32:$lun" "$round" "$(run $lun -c $N1M -d 32 -s 1M)"; done
     # A fresh snapshot of lun3, then one 4 KiB write per 64 KiB (first writes), then
-    # the same writes again (overwrites); the plain LUN with the same pattern alongside.
+    # the same writes again (overwrites); the plain LUN with the same pattern alongside,
+    # before or after, alternating (the overwrites follow the first writes on lun3 either
+    # directly or with the plain LUN's run in between).
     admin snapshot lun3 --name "snap$round" --wait > /dev/null
-    put "first:0" "$round" "$(runf 0 -c $NSNAP -d 32 -s 4k -S 64k)"
-    put "first:3" "$round" "$(runf 3 -c $NSNAP -d 32 -s 4k -S 64k)"
-    put "over:3" "$round" "$(runf 3 -c $NSNAP -d 32 -s 4k -S 64k)"
-    put "over:0" "$round" "$(runf 0 -c $NSNAP -d 32 -s 4k -S 64k)"
+    if (( round % 2 )); then order=(first:0 first:3 over:3 over:0); else order=(first:3 first:0 over:0 over:3); fi
+    for k in "${order[@]}"; do put "$k" "$round" "$(runf "${k#*:}" -c $NSNAP -d 32 -s 4k -S 64k)"; done
     gsync=$(admin list group-syncs | awk -v n="snap$round" '$2 == n { print $1 }')
     admin modify "$gsync" return-to-pool > /dev/null
 done
