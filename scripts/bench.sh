@@ -246,18 +246,34 @@ wait "${BUSY[@]}" 2>/dev/null || true
 
 printf 'ironlun vs tgt %s, %s, %s cores, %s run(s), medians; CPU is the target process'"'"'s user+system time per I/O\n' \
     "$(date -u +%F)" "$(uname -r)" "$(nproc)" "$RUNS"
-printf '%-26s %10s %10s %9s %10s %10s %9s %8s %8s\n' "pattern" "ironlun" "MiB/s" "CPU us" "tgt" "MiB/s" "CPU us" "IOPS x" "CPU x"
+# paired IRONLUN TGT (space-separated values, one per run, in run order) -> "median low
+# high" of TGT / IRONLUN run by run: two runs made seconds apart are compared with each
+# other, not with medians taken across runs while the machine drifts.
+paired() {
+    awk -v a="$1" -v b="$2" 'BEGIN {
+        n = split(a, x, " "); split(b, y, " "); k = 0
+        for (i = 1; i <= n; i++) if (x[i] > 0) r[++k] = y[i] / x[i]
+        if (k == 0) { print 0, 0, 0; exit }
+        for (i = 2; i <= k; i++) { v = r[i]; for (j = i - 1; j >= 1 && r[j] > v; j--) r[j + 1] = r[j]; r[j + 1] = v }
+        m = (k % 2) ? r[(k + 1) / 2] : (r[k / 2] + r[k / 2 + 1]) / 2
+        print m, r[1], r[k] }'
+}
+printf '%-26s %10s %10s %9s %10s %10s %9s %8s %12s %8s %12s\n' "pattern" "ironlun" "MiB/s" "CPU us" "tgt" "MiB/s" "CPU us" "IOPS x" "(range)" "CPU x" "(range)"
 for p in "${PATTERNS[@]}"; do
     IFS='|' read -r name medium kind count bytes args <<< "$p"
     a=$(median <<< "${SECS[$name:ironlun]}"); ac=$(median <<< "${CPU[$name:ironlun]}")
     b=$(median <<< "${SECS[$name:tgt]}"); bc=$(median <<< "${CPU[$name:tgt]}")
-    awk -v n="$name" -v a="$a" -v ac="$ac" -v b="$b" -v bc="$bc" -v count="$count" -v bytes="$bytes" -v kind="$kind" 'BEGIN {
-        ios = (kind == "c") ? count : count;
+    awk -v n="$name" -v a="$a" -v ac="$ac" -v b="$b" -v bc="$bc" -v count="$count" -v bytes="$bytes" -v kind="$kind" \
+        -v t="$(paired "${SECS[$name:ironlun]}" "${SECS[$name:tgt]}")" \
+        -v c="$(paired "${CPU[$name:ironlun]}" "${CPU[$name:tgt]}")" 'BEGIN {
         if (kind == "p") { ia = 1e6 / a; ib = 1e6 / b; ca = ac; cb = bc }
-        else { ia = ios / a; ib = ios / b; ca = ac / ios * 1e6; cb = bc / ios * 1e6 }
-        printf "%-26s %10.0f %10.1f %9.1f %10.0f %10.1f %9.1f %7.2fx %7.2fx\n", n, ia, ia * bytes / 1048576, ca, ib, ib * bytes / 1048576, cb, ia / ib, (ca > 0) ? cb / ca : 0 }'
+        else { ia = count / a; ib = count / b; ca = ac / count * 1e6; cb = bc / count * 1e6 }
+        split(t, tt, " "); split(c, cc, " ")
+        printf "%-26s %10.0f %10.1f %9.1f %10.0f %10.1f %9.1f %7.2fx %5.2f-%.2fx %7.2fx %5.2f-%.2fx\n", n, ia, ia * bytes / 1048576, ca, ib, ib * bytes / 1048576, cb, tt[1], tt[2], tt[3], cc[1], cc[2], cc[3] }'
 done
-printf '(IOPS x: ironlun / tgt, higher is better; CPU x: tgt CPU per I/O / ironlun CPU per I/O, higher is better; convert: one I/O per MiB)\n'
+printf '(IOPS x: ironlun / tgt, CPU x: tgt CPU per I/O / ironlun CPU per I/O, both higher is better: the median over the runs of the\n'
+printf ' ratio of the two targets'"'"' runs made one after the other, and the lowest and highest of those ratios; IOPS, MiB/s and CPU us\n'
+printf ' are medians over the runs; convert: one I/O per MiB)\n'
 printf 'limits: loopback TCP (iperf3, one stream) %s MiB/s; the image file without iSCSI: 4k qd32 %.0f IOPS, 1M qd32 %.0f MiB/s\n' \
     "$LOOPBACK" "$(awk -v n="$N4K32" -v s="$RAW4K" 'BEGIN { print n / s }')" "$(awk -v n="$N1M" -v s="$RAW1M" 'BEGIN { print n / s }')"
 printf 'ironlun memory: RSS idle %s KiB, with 64 idle sessions %s KiB (%s KiB per session), with 8 busy sessions %s KiB\n' \
