@@ -150,8 +150,8 @@ for round in $(seq "$ROUNDS"); do
     # before or after, alternating (the overwrites follow the first writes on lun3 either
     # directly or with the plain LUN's run in between).
     admin snapshot lun3 --name "snap$round" --wait > /dev/null
-    if (( round % 2 )); then order=(first:0 first:3 over:3 over:0); else order=(first:3 first:0 over:0 over:3); fi
-    for k in "${order[@]}"; do put "$k" "$round" "$(runf "${k#*:}" -c $NSNAP -d 32 -s 4k -S 64k)"; done
+    if (( round % 2 )); then snap=(first:0 first:3 over:3 over:0); else snap=(first:3 first:0 over:0 over:3); fi
+    for k in "${snap[@]}"; do put "$k" "$round" "$(runf "${k#*:}" -c $NSNAP -d 32 -s 4k -S 64k)"; done
     gsync=$(admin list group-syncs | awk -v n="snap$round" '$2 == n { print $1 }')
     admin modify "$gsync" return-to-pool > /dev/null
 done
