@@ -165,6 +165,16 @@ impl Rig {
         out
     }
 
+    /// Send `op` on `id` without waiting for a job it starts.
+    pub(crate) fn start_modify(&self, op: u16, id: u64) -> Result<ModifyOutcome, MethodError> {
+        self.svc
+            .modify_replica_synchronization(ModifyReplicaSynchronization {
+                operation: Some(op),
+                synchronization: Some(id),
+                ..Default::default()
+            })
+    }
+
     pub(crate) fn try_modify(
         &self,
         op: u16,

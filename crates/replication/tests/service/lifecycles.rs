@@ -357,22 +357,8 @@ fn suspend_resume_deactivate_activate_abort() {
     assert_eq!(rig.sync(id).last_copy_chunks, 32);
     // Abort stops a copy: restart it with Resync.
     rig.faulty["a"].latency_us.store(2000, Ordering::Relaxed);
-    let out = rig
-        .svc
-        .modify_replica_synchronization(ModifyReplicaSynchronization {
-            operation: Some(24),
-            synchronization: Some(gid),
-            ..Default::default()
-        });
-    assert!(out.is_ok());
-    let out = rig
-        .svc
-        .modify_replica_synchronization(ModifyReplicaSynchronization {
-            operation: Some(ACTIVATE),
-            synchronization: Some(gid),
-            ..Default::default()
-        });
-    let out = out.unwrap();
+    assert!(rig.start_modify(PREPARE, gid).is_ok());
+    let out = rig.start_modify(ACTIVATE, gid).unwrap();
     if out.code == ReturnCode::JobStarted {
         match rig.try_modify(ABORT, gid, false) {
             Ok(_) => {

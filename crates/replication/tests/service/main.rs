@@ -64,3 +64,4 @@ const REVERSE: u16 = 20;
 const SPLIT: u16 = 21;
 const SUSPEND: u16 = 22;
 const ACTIVATE: u16 = 4;
+const PREPARE: u16 = 24;

@@ -65,14 +65,7 @@ fn slow_restore() -> (Rig, u64, Vec<u8>, u64) {
     let cut = rig.read_all("s_1");
     rig.write("a", 0, (8 * MIB) as usize, 2);
     rig.faulty["a"].latency_us.store(5_000, Ordering::Relaxed);
-    let out = rig
-        .svc
-        .modify_replica_synchronization(ModifyReplicaSynchronization {
-            operation: Some(RESTORE),
-            synchronization: Some(gid),
-            ..Default::default()
-        })
-        .unwrap();
+    let out = rig.start_modify(RESTORE, gid).unwrap();
     assert_eq!(out.code, ReturnCode::JobStarted);
     let job = out.job.expect("a job");
     (rig, gid, cut, job)
