@@ -250,13 +250,10 @@ printf 'ironlun vs tgt %s, %s, %s cores, %s run(s), medians; CPU is the target p
 # high" of TGT / IRONLUN run by run: two runs made seconds apart are compared with each
 # other, not with medians taken across runs while the machine drifts.
 paired() {
-    awk -v a="$1" -v b="$2" 'BEGIN {
-        n = split(a, x, " "); split(b, y, " "); k = 0
-        for (i = 1; i <= n; i++) if (x[i] > 0) r[++k] = y[i] / x[i]
-        if (k == 0) { print 0, 0, 0; exit }
-        for (i = 2; i <= k; i++) { v = r[i]; for (j = i - 1; j >= 1 && r[j] > v; j--) r[j + 1] = r[j]; r[j + 1] = v }
-        m = (k % 2) ? r[(k + 1) / 2] : (r[k / 2] + r[k / 2 + 1]) / 2
-        print m, r[1], r[k] }'
+    awk -v a="$1" -v b="$2" 'BEGIN { n = split(a, x, " "); split(b, y, " ")
+        for (i = 1; i <= n; i++) if (x[i] > 0) print y[i] / x[i] }' | sort -g |
+        awk '{ r[NR] = $1 } END { if (NR == 0) { print 0, 0, 0; exit }
+            print (NR % 2) ? r[(NR + 1) / 2] : (r[NR / 2] + r[NR / 2 + 1]) / 2, r[1], r[NR] }'
 }
 printf '%-26s %10s %10s %9s %10s %10s %9s %8s %12s %8s %12s\n' "pattern" "ironlun" "MiB/s" "CPU us" "tgt" "MiB/s" "CPU us" "IOPS x" "(range)" "CPU x" "(range)"
 for p in "${PATTERNS[@]}"; do
