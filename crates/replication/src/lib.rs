@@ -22,6 +22,7 @@ pub mod locks;
 pub mod mirror;
 pub mod pool;
 pub mod reclog;
+mod sched;
 pub mod service;
 pub mod snapmap;
 pub mod snapshot;

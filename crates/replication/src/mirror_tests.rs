@@ -216,6 +216,77 @@ fn async_shipper_sends_adjacent_writes_as_one() {
     );
 }
 
+/// The scheduling policy of the thread named `name` in this process.
+fn policy_of_thread(name: &str) -> Option<i32> {
+    std::fs::read_dir("/proc/self/task").ok()?.find_map(|t| {
+        let t = t.ok()?;
+        let comm = std::fs::read_to_string(t.path().join("comm")).ok()?;
+        let tid = t.file_name().to_str()?.parse().ok()?;
+        (comm.trim_end() == name).then(|| crate::sched::policy(tid))?
+    })
+}
+
+fn until(what: &str, cond: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !cond() {
+        assert!(std::time::Instant::now() < deadline, "timed out: {what}");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// An asynchronous mirror's shipper runs in `SCHED_IDLE` (where it may come back) while its
+/// journal is short, in the normal class once the journal holds a quarter of its bound, and
+/// in `SCHED_IDLE` again once the journal is down to under an eighth.
+#[test]
+fn the_shipper_yields_the_cpu_until_its_journal_is_a_quarter_full() {
+    const ID: u64 = 9071;
+    let name = format!("journal-{ID}");
+    let (src, tgt, faulty, m) = pair_with_id(Mode::Asynchronous, ID);
+    m.set_max_lag(1 << 20);
+    m.resync(&|_, _| {}, &|| false).unwrap();
+    let background = if crate::sched::may_leave_idle() {
+        libc::SCHED_IDLE
+    } else {
+        libc::SCHED_OTHER
+    };
+    let shipped = || all(&**src.base()) == all(&**tgt.base());
+    w(&*src, 0, 4096, 1).unwrap();
+    until("the first write shipped", shipped);
+    assert_eq!(policy_of_thread(&name), Some(background), "a short journal");
+
+    // The shipper is inside a slow target write of one entry...
+    faulty.latency_us.store(100_000, Ordering::Relaxed);
+    let before = faulty.writes.load(Ordering::Acquire);
+    w(&*src, CHUNK, 4096, 2).unwrap();
+    until("the shipper took the entry", || {
+        faulty.writes.load(Ordering::Acquire) > before
+    });
+    // ...while 320 KiB queue behind it, over a quarter of the 1 MiB bound: the next batch
+    // is shipped in the normal class.
+    for i in 0..5u64 {
+        w(&*src, (4 + i) * CHUNK, CHUNK as usize, 3 + i as u8).unwrap();
+    }
+    until("the shipper took the backlog", || {
+        faulty.writes.load(Ordering::Acquire) > before + 1
+    });
+    assert_eq!(
+        policy_of_thread(&name),
+        Some(libc::SCHED_OTHER),
+        "a backlog"
+    );
+    faulty.latency_us.store(0, Ordering::Relaxed);
+    until("the backlog shipped", shipped);
+
+    w(&*src, 2 * CHUNK, 4096, 9).unwrap();
+    until("the last write shipped", shipped);
+    assert_eq!(
+        policy_of_thread(&name),
+        Some(background),
+        "a short journal again"
+    );
+    m.split();
+}
+
 /// Two pairs on one journal (a consistent group) stop one after the other at a cut: with
 /// the journal held, the second target does not move while the first pair leaves.
 #[test]

@@ -35,9 +35,11 @@ pub(super) fn target_writer(mirror: std::sync::Weak<Mirror>, rx: Receiver<Target
 
 /// Applies a journal's entries in order, each to its mirror's target, a batch at a time: a
 /// run of adjacent data writes of one mirror goes to its target as one vectored write.
+/// While shipping can wait it runs in `SCHED_IDLE` ([`crate::journal::Journal::shipper`]).
 pub(super) fn ship(g: Arc<JournalGroup>) {
     let journal = g.journal.clone();
     let mut batch = Vec::new();
+    let _shipping = journal.shipper();
     'batch: loop {
         batch.clear();
         if !journal.next_batch(Duration::from_millis(200), SHIP_GATHER, &mut batch) {
