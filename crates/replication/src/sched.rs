@@ -7,8 +7,8 @@
 //! not come back must never go there, since an idle-class thread on busy CPUs gets almost
 //! nothing.
 
-/// A thread that moves between `SCHED_IDLE` and the normal class (its own or another's
-/// thread of this process may move it).
+/// A thread that moves between `SCHED_IDLE` and the normal class (moved by itself or by
+/// another thread of this process).
 #[derive(Debug)]
 pub(crate) struct Background {
     tid: libc::pid_t,
@@ -34,8 +34,9 @@ impl Background {
     }
 
     /// Move the thread to `SCHED_IDLE` (`idle`) or to the normal class. It only goes to
-    /// `SCHED_IDLE` where it could come back; a refusal is logged, and the thread is not
-    /// sent there again.
+    /// `SCHED_IDLE` where it could come back; after a refusal it is not sent there again,
+    /// and the first refusal alone is logged (a move back out of `SCHED_IDLE` is still
+    /// tried at every call, silently).
     pub(crate) fn set(&mut self, idle: bool) {
         if idle == self.idle || (idle && !self.allowed) {
             return;
@@ -53,12 +54,14 @@ impl Background {
             self.idle = idle;
             return;
         }
-        tracing::warn!(
-            tid = self.tid,
-            error = %std::io::Error::last_os_error(),
-            to = if idle { "SCHED_IDLE" } else { "SCHED_OTHER" },
-            "a background thread's scheduling class could not be changed"
-        );
+        if self.allowed {
+            tracing::warn!(
+                tid = self.tid,
+                error = %std::io::Error::last_os_error(),
+                to = if idle { "SCHED_IDLE" } else { "SCHED_OTHER" },
+                "a background thread's scheduling class could not be changed"
+            );
+        }
         self.allowed = false;
     }
 }
