@@ -43,6 +43,25 @@ fn all(v: &dyn BlockDevice) -> Vec<u8> {
     b
 }
 
+/// The scheduling policy of the thread named `name` in this process.
+fn policy_of_thread(name: &str) -> Option<i32> {
+    std::fs::read_dir("/proc/self/task").ok()?.find_map(|t| {
+        let t = t.ok()?;
+        let comm = std::fs::read_to_string(t.path().join("comm")).ok()?;
+        let tid = t.file_name().to_str()?.parse().ok()?;
+        (comm.trim_end() == name).then(|| crate::sched::policy(tid))?
+    })
+}
+
+/// Wait (up to 10 s) until `cond` holds.
+fn until(what: &str, cond: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !cond() {
+        assert!(std::time::Instant::now() < deadline, "timed out: {what}");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
 #[test]
 fn sync_mirror_initial_copy_then_every_write() {
     let (src, tgt, _, m) = pair(Mode::Synchronous);
@@ -216,24 +235,6 @@ fn async_shipper_sends_adjacent_writes_as_one() {
     );
 }
 
-/// The scheduling policy of the thread named `name` in this process.
-fn policy_of_thread(name: &str) -> Option<i32> {
-    std::fs::read_dir("/proc/self/task").ok()?.find_map(|t| {
-        let t = t.ok()?;
-        let comm = std::fs::read_to_string(t.path().join("comm")).ok()?;
-        let tid = t.file_name().to_str()?.parse().ok()?;
-        (comm.trim_end() == name).then(|| crate::sched::policy(tid))?
-    })
-}
-
-fn until(what: &str, cond: impl Fn() -> bool) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while !cond() {
-        assert!(std::time::Instant::now() < deadline, "timed out: {what}");
-        std::thread::sleep(Duration::from_millis(1));
-    }
-}
-
 /// An asynchronous mirror's shipper runs in `SCHED_IDLE` (where it may come back) while its
 /// journal is short, in the normal class once the journal holds a quarter of its bound, and
 /// in `SCHED_IDLE` again once the journal is down to under an eighth.
@@ -333,10 +334,9 @@ fn failing_async_target_breaks_the_pair_and_unshipped_writes_resync() {
     for c in [2, 3, 11] {
         w(&*src, c * CHUNK + 100, 300, c as u8).unwrap();
     }
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while m.state() != CopyState::Broken && std::time::Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(1));
-    }
+    until("the shipper broke the pair", || {
+        m.state() == CopyState::Broken
+    });
     assert_eq!(m.state(), CopyState::Broken, "the shipper broke the pair");
     assert_eq!(m.dirty().0, 3, "every unshipped write's chunk is tracked");
     w(&*src, 7 * CHUNK, 100, 7).unwrap();
