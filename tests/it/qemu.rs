@@ -45,3 +45,48 @@ fn qemu_img_convert_round_trip() {
     assert_eq!(md5(&back), want);
     assert_eq!(md5(&s.path("lun0.img")), want, "bytes on disk");
 }
+
+/// 32 writes of 4 MiB at once: more data than a connection buffers (64 MiB) before it
+/// stops asking for more, each write asked for a few R2Ts at a time. Every write completes
+/// (they had filled the buffer budget and waited for each other forever) and every byte
+/// is on disk.
+#[test]
+fn qemu_img_bench_four_mib_writes_at_depth_32() {
+    let s = Server::start_config(&format!(
+        r#"
+[[portal]]
+address = "127.0.0.1:0"
+
+[[target]]
+name = "{IQN}"
+
+[[target.lun]]
+lun = 0
+path = "{{DIR}}/lun0.img"
+size = "256MiB"
+"#
+    ));
+    let url = format!("iscsi://{}/{IQN}/0", s.addr());
+    let (ok, out) = run(tool("timeout").args([
+        "120",
+        "qemu-img",
+        "bench",
+        "-f",
+        "raw",
+        "-w",
+        "--pattern=165",
+        "-c",
+        "64",
+        "-d",
+        "32",
+        "-s",
+        "4M",
+        &url,
+    ]));
+    assert!(ok, "qemu-img bench: {out}");
+    assert!(out.contains("Run completed"), "{out}");
+    let disk = std::fs::read(s.path("lun0.img")).unwrap();
+    assert_eq!(disk.len(), 256 << 20);
+    let wrong = disk.iter().position(|&b| b != 165);
+    assert_eq!(wrong, None, "every byte written with the pattern");
+}

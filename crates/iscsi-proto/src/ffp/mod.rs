@@ -44,7 +44,9 @@ pub struct FfpConfig {
     pub nop_interval: Option<Duration>,
     /// Close the connection when a ping is not answered within this time.
     pub nop_timeout: Duration,
-    /// Write data the connection may buffer before it stops issuing R2Ts.
+    /// Write data the connection may buffer before it stops issuing R2Ts (but for the
+    /// oldest task waiting for data while none executes, which may then hold up to
+    /// `max_write_len` more).
     pub write_buffer_budget: usize,
     /// Largest Expected Data Transfer Length accepted for a write.
     pub max_write_len: u32,
@@ -454,7 +456,13 @@ impl Connection {
             })
             .collect();
         order.truncate(64);
-        for itt in order {
+        // Over the budget, tasks wait for executing ones to free what they hold. When none
+        // is executing, the oldest task still to be asked for data is asked all the same:
+        // it will complete and free its buffers. Otherwise tasks that each held part of
+        // their data could fill the budget and wait for each other forever (32 writes of
+        // 4 MiB at once did).
+        let executing = self.tasks.values().any(|t| t.state == TaskState::Executing);
+        for (k, itt) in order.into_iter().enumerate() {
             loop {
                 let budget_left = self
                     .config
@@ -468,8 +476,7 @@ impl Connection {
                     break;
                 }
                 let len = burst.min(t.edtl() - t.next_r2t_offset);
-                // Always let one R2T through per task so that a large write can progress.
-                if (len as usize) > budget_left && !(t.r2ts.is_empty() && t.received == 0) {
+                if (len as usize) > budget_left && (k > 0 || executing) {
                     return;
                 }
                 self.next_ttt = match self.next_ttt.wrapping_add(1) {

@@ -745,3 +745,92 @@ fn immediate_data_beyond_first_burst_is_an_error() {
         Some((0x0b, 0x0c, 0x0c))
     );
 }
+
+/// More large writes at once than the write buffer budget holds, each asked for its data
+/// a few R2Ts at a time: every one completes (tasks that each held part of their data had
+/// filled the budget and waited for each other forever), and what the connection buffers
+/// stays within the budget, plus the immediate data (which the initiator sends unasked),
+/// plus one task's data.
+#[test]
+fn writes_beyond_the_buffer_budget_all_complete() {
+    const N: u32 = 12;
+    const EDTL: u32 = 64 * 1024;
+    const IMM: usize = 8192;
+    const BUDGET: usize = 96 * 1024;
+    let p = params();
+    let now = Instant::now();
+    let cfg = FfpConfig {
+        queue_depth: 64,
+        write_buffer_budget: BUDGET,
+        luns: vec![0],
+        ..FfpConfig::default()
+    };
+    let mut c = Connection::new(&outcome(p), cfg, now);
+    let send = |c: &mut Connection, pdu: Pdu| {
+        let wire = FrameEncoder::default().encode(&pdu).to_bytes();
+        let mut buf = bytes::BytesMut::from(&wire[..]);
+        let frame = crate::frame::FrameDecoder {
+            max_data_segment: 1 << 20,
+            ..Default::default()
+        }
+        .decode(&mut buf)
+        .unwrap()
+        .unwrap();
+        c.handle_frame(&frame, now);
+    };
+    // Bytes each task has been sent or asked for, until its response.
+    let mut held: HashMap<u32, usize> = HashMap::new();
+    for i in 0..N {
+        send(&mut c, write10(i + 1, 10 + i, EDTL, IMM, true));
+        held.insert(i + 1, IMM);
+    }
+    let mut responses = 0;
+    let mut peak = 0;
+    for _ in 0..10_000 {
+        let out: Vec<Output> = std::iter::from_fn(|| c.poll_output()).collect();
+        if out.is_empty() {
+            break;
+        }
+        for o in out {
+            match o {
+                Output::Send(Pdu::R2t(r)) => {
+                    *held.entry(r.itt).or_default() += r.desired_len as usize;
+                    peak = peak.max(held.values().sum::<usize>());
+                    send(
+                        &mut c,
+                        data_out(
+                            r.itt,
+                            r.ttt,
+                            0,
+                            r.buffer_offset,
+                            r.desired_len as usize,
+                            true,
+                        ),
+                    );
+                }
+                Output::Execute(t) => {
+                    let len: usize = t.data.iter().map(Bytes::len).sum();
+                    assert_eq!(len, EDTL as usize, "task {} has all its data", t.itt);
+                    c.complete(
+                        t.itt,
+                        ScsiCompletion {
+                            write_len: EDTL,
+                            ..Default::default()
+                        },
+                    );
+                }
+                Output::Send(Pdu::ScsiResponse(r)) => {
+                    assert_eq!((r.status, r.residual), (0, 0));
+                    held.remove(&r.itt);
+                    responses += 1;
+                }
+                other => panic!("unexpected output {other:?}"),
+            }
+        }
+    }
+    assert_eq!(responses, N, "every write answered");
+    assert!(
+        peak <= BUDGET + N as usize * IMM + EDTL as usize,
+        "{peak} bytes buffered at most, budget {BUDGET}"
+    );
+}
