@@ -21,8 +21,8 @@ use iscsi_proto::{
     ffp::{self, CloseReason, FfpConfig, Output, ResetEvent, ScsiCompletion},
     frame::{Digests, Frame, FrameDecoder, FrameEncoder, OutFrame},
     login::{Login, LoginConfig, LoginOutcome, LoginStep},
-    negotiate::SessionType,
     pdu::{Opcode, Pdu},
+    text::TextKeys,
 };
 use scsi::{Nexus, WriteRun};
 use tokio::{
@@ -43,6 +43,7 @@ use crate::{
 
 mod exec;
 mod receive;
+mod text;
 mod writer;
 
 /// How long a closing connection waits for its executing commands.
@@ -249,6 +250,8 @@ impl Conn {
         };
         let mut ffp = ffp::Connection::new(&s.outcome, ffp_cfg, Instant::now());
         let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(u32, ScsiCompletion)>();
+        // Text answers made on other threads (HA peer requests).
+        let (text_tx, mut text_rx) = mpsc::unbounded_channel::<(u32, TextKeys)>();
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // Executing tasks and their abort flags.
@@ -281,6 +284,7 @@ impl Conn {
                         let n = self.receive(&mut ffp, Instant::now());
                         one_at_a_time.read(n, self.large.is_some());
                     }
+                    Some((itt, answer)) = text_rx.recv() => ffp.text_reply(itt, &answer),
                     _ = tick.tick() => ffp.handle_tick(Instant::now()),
                     _ = s.stop.changed() => {
                         tracing::info!("session stopped (reinstated or shutting down)");
@@ -323,8 +327,9 @@ impl Conn {
                         }
                     }
                     Output::Text { itt, keys } => {
-                        let answer = self.text_keys(&s, &keys);
-                        ffp.text_reply(itt, &answer);
+                        if let Some(answer) = self.text_keys(&s, itt, keys, &text_tx) {
+                            ffp.text_reply(itt, &answer);
+                        }
                     }
                     Output::Reset(ev) => self.reset(&s, &ev),
                     Output::Close(reason) => {
@@ -371,74 +376,6 @@ impl Conn {
         }
         self.server.sessions.remove(&s.key, s.id);
         let _ = s.finished.send(true);
-    }
-
-    /// Answer the Text keys the protocol machine forwards: SendTargets, and the vendor keys
-    /// of which only the HA peer protocol's is understood (from a target's replica peers).
-    fn text_keys(
-        &self,
-        s: &Session,
-        keys: &iscsi_proto::text::TextKeys,
-    ) -> iscsi_proto::text::TextKeys {
-        let mut answer = if keys.get("SendTargets").is_some() {
-            self.send_targets(s, keys)
-        } else {
-            iscsi_proto::text::TextKeys::default()
-        };
-        for (k, v) in keys.iter() {
-            if k == "SendTargets" {
-                continue;
-            }
-            let peer = s.target.as_ref().filter(|t| {
-                t.replica_peers
-                    .iter()
-                    .any(|p| p.eq_ignore_ascii_case(&s.outcome.initiator_name))
-            });
-            let value = match peer {
-                Some(t) if k == replication::service::peer::PEER_KEY => {
-                    let serve = || {
-                        self.server
-                            .replication
-                            .peer_request(&s.outcome.initiator_name, &t.name, v)
-                    };
-                    // The request may wait for commands to drain: off the async workers.
-                    if tokio::runtime::Handle::current().runtime_flavor()
-                        == tokio::runtime::RuntimeFlavor::MultiThread
-                    {
-                        tokio::task::block_in_place(serve)
-                    } else {
-                        serve()
-                    }
-                }
-                _ => "NotUnderstood".to_owned(),
-            };
-            answer.push(k, &value);
-        }
-        answer
-    }
-
-    fn send_targets(
-        &self,
-        s: &Session,
-        keys: &iscsi_proto::text::TextKeys,
-    ) -> iscsi_proto::text::TextKeys {
-        let which = keys.get("SendTargets").unwrap_or("");
-        let local = self
-            .local
-            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 3260)));
-        let session_target = match s.outcome.session_type {
-            SessionType::Discovery => None,
-            SessionType::Normal => s.outcome.target_name.as_deref(),
-        };
-        // In a normal session only the session's own target may be listed.
-        let which = if session_target.is_some() && which == "All" {
-            ""
-        } else {
-            which
-        };
-        self.server
-            .registry
-            .send_targets(which, &s.outcome.initiator_name, session_target, local)
     }
 
     fn reset(&self, s: &Session, ev: &ResetEvent) {
