@@ -125,6 +125,9 @@ pub struct ServerConfig {
     pub queue_depth: u32,
     /// Threads executing disk I/O.
     pub io_threads: usize,
+    /// Threads serving connections, each connection on one of them (0: one per CPU, at
+    /// most 4).
+    pub net_threads: usize,
     /// Seconds of initiator silence before the target sends a NOP-In ping (0: never).
     pub nop_interval_secs: u64,
     /// Seconds to wait for a ping's answer before dropping the connection.
@@ -154,12 +157,23 @@ pub struct ServerConfig {
     pub poll_us: u64,
 }
 
+impl ServerConfig {
+    /// How many network threads to start: `net_threads`, or one per CPU (at most 4).
+    pub fn net_threads(&self) -> usize {
+        match self.net_threads {
+            0 => std::thread::available_parallelism().map_or(2, |n| n.get().min(4)),
+            n => n,
+        }
+    }
+}
+
 impl Default for ServerConfig {
     fn default() -> Self {
         Self {
             data_dir: PathBuf::from("./ironlun-data"),
             queue_depth: 128,
             io_threads: 4,
+            net_threads: 0,
             nop_interval_secs: 10,
             nop_timeout_secs: 15,
             login_timeout_secs: 15,
@@ -429,6 +443,9 @@ impl Config {
         if s.io_threads == 0 {
             bail!("server.io_threads must be at least 1");
         }
+        if s.net_threads > 64 {
+            bail!("server.net_threads must be 0 (one per CPU) to 64");
+        }
         if s.poll_us > 10_000 {
             bail!("server.poll_us must be 0 to 10000 (microseconds)");
         }
@@ -594,6 +611,7 @@ mod tests {
             ("lun = 0", "lun = 20000"),
             ("size = \"1GiB\"", "size = 1000"),
             ("[server]", "[server]\npoll_us = 20000"),
+            ("[server]", "[server]\nnet_threads = 65"),
         ];
         for (from, to) in bad {
             assert!(

@@ -6,6 +6,7 @@ pub mod cli;
 pub mod config;
 pub mod conn;
 pub mod io_pool;
+pub mod net_threads;
 pub mod registry;
 pub mod server;
 pub mod sessions;

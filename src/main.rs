@@ -72,11 +72,10 @@ fn serve(path: Option<PathBuf>, validate: bool) -> anyhow::Result<()> {
         );
         return Ok(());
     }
-    let workers = std::thread::available_parallelism()
-        .map_or(2, |n| n.get())
-        .min(4);
+    // Connections run on the server's network threads; this runtime accepts them and
+    // serves the admin socket.
     let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(workers)
+        .worker_threads(1)
         .enable_all()
         .build()
         .context("starting the runtime")?;

@@ -12,6 +12,7 @@ use crate::{
     config::Config,
     conn,
     io_pool::IoPool,
+    net_threads::NetThreads,
     registry::{Registry, configured_uid, open_device},
     sessions::SessionTable,
 };
@@ -31,6 +32,8 @@ pub struct Server {
     pub sessions: SessionTable,
     /// Disk I/O threads.
     pub io: IoPool,
+    /// The threads connections run on.
+    pub net: NetThreads,
     connections: Arc<Semaphore>,
 }
 
@@ -69,6 +72,7 @@ impl Server {
         // HA pairs: the service sets the access states of their LUs.
         replication.set_ha_host(registry.clone());
         let io = IoPool::new(s.io_threads).context("starting I/O threads")?;
+        let net = NetThreads::new(s.net_threads()).context("starting network threads")?;
         let connections = Arc::new(Semaphore::new(s.max_connections));
         Ok(Arc::new(Self {
             config,
@@ -77,6 +81,7 @@ impl Server {
             replication,
             sessions: SessionTable::default(),
             io,
+            net,
             connections,
         }))
     }
@@ -107,9 +112,20 @@ impl Server {
                 Ok((stream, peer)) => {
                     backoff = Duration::from_millis(10);
                     tracing::debug!(%peer, group, "connection");
+                    // The socket moves to a network thread's runtime.
+                    let stream = match stream.into_std() {
+                        Ok(s) => s,
+                        Err(e) => {
+                            tracing::warn!(%peer, error = %e, "accepted connection dropped");
+                            continue;
+                        }
+                    };
                     let server = self.clone();
-                    tokio::spawn(async move {
-                        conn::serve(server, stream, group).await;
+                    self.net.spawn(async move {
+                        match tokio::net::TcpStream::from_std(stream) {
+                            Ok(stream) => conn::serve(server, stream, group).await,
+                            Err(e) => tracing::warn!(%peer, error = %e, "connection dropped"),
+                        }
                         drop(permit);
                     });
                 }

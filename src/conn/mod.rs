@@ -2,8 +2,9 @@
 //! machines of `iscsi-proto` with socket reads, executor completions and a clock.
 //!
 //! The task owns the protocol state; a writer task owns the socket's write half and sends
-//! batches of frames with vectored writes; SCSI commands run on the I/O pool and come back as
-//! completions on a channel. Here: the connection, its login and its full feature phase
+//! batches of frames with vectored writes; both run on the connection's network thread (see
+//! [`crate::net_threads`]). SCSI commands that wait for a disk run on the I/O pool and come
+//! back as completions on a channel. Here: the connection, its login and its full feature phase
 //! loop; `receive` reads PDUs in, `exec` runs SCSI tasks, `writer` sends frames out.
 
 use std::{
