@@ -26,9 +26,14 @@ pub struct Server {
 pub const IQN: &str = "iqn.2026-11.io.ironlun:test";
 
 impl Server {
-    /// A server with one target (`IQN`) holding LUN 0 of `size` bytes, plus extra TOML
+    /// A server with one target (`IQN`) holding LUN 0 of 64 MiB, plus extra TOML
     /// appended to the target table (`{DIR}` is replaced by the temp dir).
     pub fn start(target_extra: &str) -> Self {
+        Self::start_sized(target_extra, "64MiB")
+    }
+
+    /// [`Server::start`] with LUN 0 of `size` (a configuration size, e.g. "256MiB").
+    pub fn start_sized(target_extra: &str, size: &str) -> Self {
         Self::start_config(&format!(
             r#"
 [[portal]]
@@ -42,7 +47,7 @@ name = "{IQN}"
 [[target.lun]]
 lun = 0
 path = "{{DIR}}/lun0.img"
-size = "64MiB"
+size = "{size}"
 "#
         ))
     }

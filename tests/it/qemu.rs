@@ -52,20 +52,7 @@ fn qemu_img_convert_round_trip() {
 /// is on disk.
 #[test]
 fn qemu_img_bench_four_mib_writes_at_depth_32() {
-    let s = Server::start_config(&format!(
-        r#"
-[[portal]]
-address = "127.0.0.1:0"
-
-[[target]]
-name = "{IQN}"
-
-[[target.lun]]
-lun = 0
-path = "{{DIR}}/lun0.img"
-size = "256MiB"
-"#
-    ));
+    let s = Server::start_sized("", "256MiB");
     let url = format!("iscsi://{}/{IQN}/0", s.addr());
     let (ok, out) = run(tool("timeout").args([
         "120",

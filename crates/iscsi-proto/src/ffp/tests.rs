@@ -47,12 +47,18 @@ struct H {
 
 impl H {
     fn new(p: Params, depth: u32) -> Self {
+        Self::with_config(
+            p,
+            FfpConfig {
+                queue_depth: depth,
+                luns: vec![0, 1],
+                ..FfpConfig::default()
+            },
+        )
+    }
+
+    fn with_config(p: Params, cfg: FfpConfig) -> Self {
         let now = Instant::now();
-        let cfg = FfpConfig {
-            queue_depth: depth,
-            luns: vec![0, 1],
-            ..FfpConfig::default()
-        };
         Self {
             c: Connection::new(&outcome(p), cfg, now),
             now,
@@ -757,37 +763,25 @@ fn writes_beyond_the_buffer_budget_all_complete() {
     const EDTL: u32 = 64 * 1024;
     const IMM: usize = 8192;
     const BUDGET: usize = 96 * 1024;
-    let p = params();
-    let now = Instant::now();
-    let cfg = FfpConfig {
-        queue_depth: 64,
-        write_buffer_budget: BUDGET,
-        luns: vec![0],
-        ..FfpConfig::default()
-    };
-    let mut c = Connection::new(&outcome(p), cfg, now);
-    let send = |c: &mut Connection, pdu: Pdu| {
-        let wire = FrameEncoder::default().encode(&pdu).to_bytes();
-        let mut buf = bytes::BytesMut::from(&wire[..]);
-        let frame = crate::frame::FrameDecoder {
-            max_data_segment: 1 << 20,
-            ..Default::default()
-        }
-        .decode(&mut buf)
-        .unwrap()
-        .unwrap();
-        c.handle_frame(&frame, now);
-    };
+    let mut h = H::with_config(
+        params(),
+        FfpConfig {
+            queue_depth: 64,
+            write_buffer_budget: BUDGET,
+            luns: vec![0],
+            ..FfpConfig::default()
+        },
+    );
     // Bytes each task has been sent or asked for, until its response.
     let mut held: HashMap<u32, usize> = HashMap::new();
     for i in 0..N {
-        send(&mut c, write10(i + 1, 10 + i, EDTL, IMM, true));
+        h.send(write10(i + 1, 10 + i, EDTL, IMM, true));
         held.insert(i + 1, IMM);
     }
     let mut responses = 0;
     let mut peak = 0;
     for _ in 0..10_000 {
-        let out: Vec<Output> = std::iter::from_fn(|| c.poll_output()).collect();
+        let out = h.out();
         if out.is_empty() {
             break;
         }
@@ -796,22 +790,19 @@ fn writes_beyond_the_buffer_budget_all_complete() {
                 Output::Send(Pdu::R2t(r)) => {
                     *held.entry(r.itt).or_default() += r.desired_len as usize;
                     peak = peak.max(held.values().sum::<usize>());
-                    send(
-                        &mut c,
-                        data_out(
-                            r.itt,
-                            r.ttt,
-                            0,
-                            r.buffer_offset,
-                            r.desired_len as usize,
-                            true,
-                        ),
-                    );
+                    h.send(data_out(
+                        r.itt,
+                        r.ttt,
+                        0,
+                        r.buffer_offset,
+                        r.desired_len as usize,
+                        true,
+                    ));
                 }
                 Output::Execute(t) => {
                     let len: usize = t.data.iter().map(Bytes::len).sum();
                     assert_eq!(len, EDTL as usize, "task {} has all its data", t.itt);
-                    c.complete(
+                    h.c.complete(
                         t.itt,
                         ScsiCompletion {
                             write_len: EDTL,
