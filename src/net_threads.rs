@@ -116,8 +116,11 @@ impl Drop for NetThreads {
         for t in &mut self.threads {
             drop(t.stop.take());
         }
+        // The last connection to end may drop the threads from one of them: that one
+        // stops once the connection's task returns, and cannot wait for itself.
+        let here = std::thread::current().id();
         for t in &mut self.threads {
-            if let Some(j) = t.thread.take() {
+            if let Some(j) = t.thread.take().filter(|j| j.thread().id() != here) {
                 let _ = j.join();
             }
         }
@@ -180,6 +183,25 @@ mod tests {
             let (on, _) = rx.recv_timeout(Duration::from_secs(10)).unwrap();
             assert_eq!(on, "ironlun-net-0");
         }
+    }
+
+    /// The threads dropped from one of them (by the last connection holding them) stop
+    /// without waiting for themselves.
+    #[test]
+    fn threads_dropped_from_one_of_them_stop() {
+        let net = std::sync::Arc::new(NetThreads::new(2).unwrap());
+        let (tx, rx) = mpsc::channel();
+        let (go, wait) = tokio::sync::oneshot::channel::<()>();
+        let last = net.clone();
+        net.spawn(async move {
+            let _ = wait.await;
+            drop(last);
+            tx.send(this_thread()).unwrap();
+        });
+        drop(net);
+        go.send(()).unwrap();
+        let on = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        assert!(on.starts_with("ironlun-net-"), "{on}");
     }
 
     /// Dropping the threads stops them, with connections still running on them.
