@@ -456,6 +456,11 @@ impl Connection {
             })
             .collect();
         order.truncate(64);
+        // Called for every Data-Out and every completion: most calls (reads, writes whose
+        // data came unsolicited) have no task to ask for data and stop here.
+        if order.is_empty() {
+            return;
+        }
         // Over the budget, tasks wait for executing ones to free what they hold. When none
         // is executing, the oldest task still to be asked for data is asked all the same:
         // it will complete and free its buffers. Otherwise tasks that each held part of
