@@ -10,6 +10,7 @@
 //! the same time.
 #![warn(missing_docs)]
 
+mod arena;
 mod error;
 mod file;
 mod mem;
@@ -20,6 +21,7 @@ mod testing;
 use bytes::Bytes;
 
 pub use self::{
+    arena::Arena,
     error::{BlockError, BlockErrorKind},
     file::{DIRECT_ALIGN, FileDevice},
     mem::MemDevice,

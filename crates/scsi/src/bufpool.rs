@@ -10,18 +10,19 @@
 //! filled: by the device's `read_at`, which fills the whole buffer or fails, or by the
 //! socket; a buffer not filled goes back to the pool unseen.
 //!
-//! A smaller read ([`ReadBuf`]) is cut, zeroed, from a per-thread arena of [`ARENA`] bytes
-//! shared by reference count: slicing it into Data-In PDUs and freeing it allocate nothing,
+//! A smaller read ([`ReadBuf`]) is cut, zeroed, from a per-thread [`Arena`] of [`ARENA`]-byte
+//! chunks shared by reference count: slicing it into Data-In PDUs and freeing it allocate nothing,
 //! and once every read cut from an arena has been sent, the arena is reused whole. A fresh
 //! buffer per small read cost two allocations (the buffer, and the shared handle its first
 //! slice made).
 
 use std::{
     cell::RefCell,
-    collections::{HashMap, VecDeque},
+    collections::HashMap,
     sync::{Mutex, MutexGuard},
 };
 
+use blockdev::Arena;
 use bytes::{Bytes, BytesMut};
 
 /// Reads smaller than this are cut from the thread's arena.
@@ -34,43 +35,14 @@ const ARENA: usize = 4 * MIN_POOLED;
 /// enough for 32 reads of 32 KiB in flight.
 const SPENT: usize = 4;
 
-#[derive(Default)]
-struct Arenas {
-    /// The arena cut from (none before the thread's first small read).
-    current: Option<BytesMut>,
-    spent: VecDeque<BytesMut>,
-}
-
 thread_local! {
-    static SMALL: RefCell<Arenas> = RefCell::new(Arenas::default());
+    static SMALL: RefCell<Arena> = RefCell::new(Arena::new(ARENA, SPENT));
 }
 
-/// A zeroed buffer of `len` (< [`MIN_POOLED`]) bytes, cut from the thread's arena. A
-/// used-up arena waits in line; the oldest one is taken back whole once nothing cut from
-/// it is referenced any more (its reads sent), else a new arena is made, and an arena
-/// pushed out of the line is freed with its last piece.
+/// A zeroed buffer of `len` (< [`MIN_POOLED`]) bytes, cut from the thread's arena.
 fn small(len: usize) -> BytesMut {
     SMALL.with_borrow_mut(|a| {
-        let current = match a.current.take() {
-            Some(c) if c.capacity() >= len => c,
-            used => {
-                a.spent.extend(used);
-                match a.spent.pop_front() {
-                    Some(mut oldest) => {
-                        if oldest.try_reclaim(ARENA) {
-                            oldest
-                        } else {
-                            if a.spent.len() < SPENT {
-                                a.spent.push_front(oldest);
-                            }
-                            BytesMut::with_capacity(ARENA)
-                        }
-                    }
-                    None => BytesMut::with_capacity(ARENA),
-                }
-            }
-        };
-        let current = a.current.insert(current);
+        let current = a.room(len);
         current.resize(len, 0);
         current.split_to(len)
     })

@@ -251,7 +251,13 @@ impl WriteHook for Mirror {
             }
             (CopyState::Synchronized, Mode::Asynchronous) if journaling => {
                 let kind = match w.kind {
-                    WriteKind::Data(b) => EntryKind::Data(b.iter().cloned().collect()),
+                    // Copied, when small, into whichever journal is current: that is only
+                    // where its memory comes from; the push below is to the journal current
+                    // under the pair's lock.
+                    WriteKind::Data(b) => EntryKind::Data(match self.current_journal() {
+                        Some(j) => j.keep(b),
+                        None => b.iter().cloned().collect(),
+                    }),
                     WriteKind::Discard => EntryKind::Discard,
                     WriteKind::Zeroes => EntryKind::Zeroes,
                 };
