@@ -120,17 +120,22 @@ fn clone_copies_in_the_background_then_detaches() {
     };
     let out = rig.try_create(p).unwrap();
     assert_eq!(out.code, ReturnCode::JobStarted);
-    let job = out.job.unwrap();
     let gid = out.synchronization.unwrap();
     let id = rig.pairs(gid)[0];
-    let running = || rig.svc.jobs.get(job).unwrap().state == replication::types::JobState::Running;
-    let (s, r) = (rig.sync(id), running());
-    if r {
-        assert_eq!(
+    // The copy may end between any two looks (the pair is Synchronized a moment before its
+    // job is Completed: looking at the pair, then at the job, failed once on a loaded
+    // machine), so one look at the pair: copying, or done.
+    let s = rig.sync(id);
+    assert!(
+        matches!(
             (s.state, s.progress),
             (CopyState::Unsynchronized, ProgressStatus::Synchronizing)
-        );
-    }
+                | (CopyState::Synchronized, _)
+        ),
+        "clone during the copy: {:?} {:?}",
+        s.state,
+        s.progress
+    );
     // Changing the origin during the copy does not change the clone.
     assert_same(&rig.read_all("c2_1"), &cut, "clone during the copy");
     rig.finish(out.code, out.job);
