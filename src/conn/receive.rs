@@ -153,9 +153,9 @@ pub(super) fn room_to_read(buf: &mut BytesMut) {
 
 /// Make room in `buf`, which holds the start of a PDU of `total` bytes, for the rest of it,
 /// and for the reads after it when the buffer must grow anyway: while earlier PDUs' data
-/// is still referenced (an asynchronous mirror's journal holds writes until they are
-/// shipped), growing by the rest of this PDU alone made a new buffer, of 64 KiB, every 16
-/// PDUs of 4 KiB.
+/// is still referenced (writes in progress, or held in a volume's write cache until a
+/// snapshot has saved their chunks), growing by the rest of this PDU alone made a new
+/// buffer, of 64 KiB, every 16 PDUs of 4 KiB.
 fn room_for(buf: &mut BytesMut, total: usize) {
     if buf.capacity() < total {
         buf.reserve((total - buf.len()).max(READ_CHUNK));
