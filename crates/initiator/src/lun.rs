@@ -128,7 +128,7 @@ impl RemoteLun {
     }
 
     /// The session to use, opening a new one when the last broke (at most every
-    /// [`RETRY`]).
+    /// `RETRY`).
     pub fn session(&self) -> Result<Session, Error> {
         let mut l = self
             .link

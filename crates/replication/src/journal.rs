@@ -101,7 +101,7 @@ const ARENA_CHUNK: usize = 1 << 20;
 /// before it ships, at the least: a busy source wakes it at most this often instead of once
 /// per write (a thread wake-up costs about as much CPU as a small write here), and a run of
 /// adjacent writes reaches the target as one vectored write. Slower sources gather longer
-/// (see [`gather_period`]).
+/// (see `gather_period`).
 pub const SHIP_GATHER: Duration = Duration::from_millis(1);
 
 /// The shipper gathers about this much data per batch, as long as that takes no more than
@@ -529,9 +529,6 @@ mod tests {
         EntryKind::Data(smallvec::smallvec![Bytes::from(vec![7; n])])
     }
 
-    /// The shipper ships in `SCHED_IDLE` (where it may come back) while the journal is short
-    /// and nobody waits for it; in the normal class from a quarter full down to an eighth,
-    /// and while a drain waits.
     /// A buffer that tells when it is freed.
     struct Watched(Vec<u8>, std::sync::Arc<std::sync::atomic::AtomicBool>);
 
@@ -581,6 +578,9 @@ mod tests {
         assert_eq!(j.arena().chunks(), 0);
     }
 
+    /// The shipper ships in `SCHED_IDLE` (where it may come back) while the journal is short
+    /// and nobody waits for it; in the normal class from a quarter full down to an eighth,
+    /// and while a drain waits.
     #[test]
     fn the_shipper_runs_in_the_background_until_shipping_is_urgent() {
         use crate::sched::{may_leave_idle, policy};

@@ -10,11 +10,11 @@
 //! filled: by the device's `read_at`, which fills the whole buffer or fails, or by the
 //! socket; a buffer not filled goes back to the pool unseen.
 //!
-//! A smaller read ([`ReadBuf`]) is cut, zeroed, from a per-thread [`Arena`] of [`ARENA`]-byte
-//! chunks shared by reference count: slicing it into Data-In PDUs and freeing it allocate nothing,
-//! and once every read cut from an arena has been sent, the arena is reused whole. A fresh
-//! buffer per small read cost two allocations (the buffer, and the shared handle its first
-//! slice made).
+//! A smaller read ([`ReadBuf`]) is cut, zeroed, from a per-thread [`Arena`] of
+//! `ARENA`-byte chunks shared by reference count: slicing it into Data-In PDUs and freeing
+//! it allocate nothing, and once every read cut from a chunk has been sent, the chunk is
+//! reused whole. A fresh buffer per small read cost two allocations (the buffer, and the
+//! shared handle its first slice made).
 
 use std::{
     cell::RefCell,
