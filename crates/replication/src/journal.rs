@@ -473,6 +473,11 @@ fn size_of(e: &Entry) -> u64 {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    };
+
     use super::*;
 
     #[test]
@@ -530,7 +535,7 @@ mod tests {
     }
 
     /// A buffer that tells when it is freed.
-    struct Watched(Vec<u8>, std::sync::Arc<std::sync::atomic::AtomicBool>);
+    struct Watched(Vec<u8>, Arc<AtomicBool>);
 
     impl AsRef<[u8]> for Watched {
         fn as_ref(&self) -> &[u8] {
@@ -540,7 +545,7 @@ mod tests {
 
     impl Drop for Watched {
         fn drop(&mut self) {
-            self.1.store(true, std::sync::atomic::Ordering::SeqCst);
+            self.1.store(true, Ordering::SeqCst);
         }
     }
 
@@ -548,7 +553,7 @@ mod tests {
     fn small_writes_do_not_hold_the_buffers_they_came_in() {
         let j = Journal::new(64 << 20);
         // A connection's receive buffer, with a 4 KiB write's data in it.
-        let freed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let freed = Arc::new(AtomicBool::new(false));
         let received = Bytes::from_owner(Watched(
             (0..256 << 10).map(|i| (i % 251) as u8).collect(),
             freed.clone(),
@@ -558,7 +563,7 @@ mod tests {
         j.push(1, 0, 4096, EntryKind::Data(kept)).unwrap();
         drop(received);
         assert!(
-            freed.load(std::sync::atomic::Ordering::SeqCst),
+            freed.load(Ordering::SeqCst),
             "the journal holds the whole receive buffer"
         );
         let mut batch = Vec::new();
