@@ -49,7 +49,9 @@ if [[ -z "${IRONLUN_BIN:-}" ]]; then
 fi
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/ironlun-bench.XXXXXX")
-PORT=${BENCH_PORT:-$((20000 + RANDOM % 20000))}
+# Port 0: the server takes a free port and prints it (a random fixed port collided with a
+# port already in use once in CI: "Address already in use").
+PORT=${BENCH_PORT:-0}
 IQN=iqn.2026-11.io.ironlun:bench
 SERVER_PID=
 cleanup() {
@@ -76,6 +78,8 @@ for _ in $(seq 100); do
     sleep 0.1
 done
 grep -q '^ironlun: ready' "$WORK/stdout" || { echo "bench-replication: the server did not start" >&2; cat "$WORK/server.log" >&2; exit 1; }
+PORT=$(sed -n 's/^ironlun: listening on 127\.0\.0\.1:\([0-9]*\) .*/\1/p' "$WORK/stdout" | head -n 1)
+[[ -n $PORT ]] || { echo "bench-replication: no listening port in the server's output" >&2; cat "$WORK/stdout" >&2; exit 1; }
 SOCK="$WORK/data/admin.sock"
 admin() { "$IRONLUN_BIN" admin --socket "$SOCK" "$@"; }
 
