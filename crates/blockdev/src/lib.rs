@@ -71,6 +71,12 @@ pub trait BlockDevice: Send + Sync + std::fmt::Debug {
         Ok(false)
     }
 
+    /// Whether the device is reached over a network (a remote LUN): its writes may wait on
+    /// a peer and the link to it. The default: a local device.
+    fn remote(&self) -> bool {
+        false
+    }
+
     /// Write `buf` at `offset`, data that is rarely read back (a snapshot's saved chunks):
     /// past the page cache where the device can, otherwise as [`BlockDevice::write_at`].
     /// Durable only after [`BlockDevice::flush`].

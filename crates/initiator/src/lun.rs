@@ -211,6 +211,10 @@ impl BlockDevice for RemoteLun {
         self.size
     }
 
+    fn remote(&self) -> bool {
+        true
+    }
+
     fn read_at(&self, buf: &mut [u8], offset: u64) -> blockdev::Result<()> {
         blockdev::check_range(self.size, offset, buf.len() as u64)?;
         let mut done = 0usize;

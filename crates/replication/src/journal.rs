@@ -6,7 +6,7 @@
 
 use std::{
     collections::VecDeque,
-    sync::{Condvar, Mutex},
+    sync::{Arc, Condvar, Mutex},
     time::{Duration, Instant},
 };
 
@@ -63,6 +63,8 @@ struct State {
     shipper_waiting: bool,
     /// Holds in force (a consistent cut): nothing is handed to the shipper.
     holds: usize,
+    /// Writes going straight to their targets ([`Journal::through`]).
+    through: usize,
     /// When the shipper last took a batch.
     last_batch: Option<Instant>,
     /// How long the shipper lets writes gather (see [`gather_period`]); `None`: the
@@ -364,12 +366,12 @@ impl Journal {
     }
 
     /// Hand nothing more to the shipper until [`Journal::release`], once the batch in
-    /// flight is applied: the members of a consistent group leave the journal one by one at
+    /// flight and the writes going straight to their targets are applied: the members of a consistent group leave the journal one by one at
     /// a cut, and no target may move past the cut meanwhile.
     pub fn hold(&self) {
         let mut st = self.st();
         st.holds += 1;
-        while st.in_flight > 0 && !st.closed {
+        while (st.in_flight > 0 || st.through > 0) && !st.closed {
             st = self.wait(st, None);
         }
     }
@@ -379,6 +381,25 @@ impl Journal {
         let mut st = self.st();
         st.holds = st.holds.saturating_sub(1);
         self.cv.notify_all();
+    }
+
+    /// Leave to the caller a write it may apply to its target itself, at once, instead of
+    /// appending it: only when nothing in the journal is waiting to be applied (so the
+    /// targets have every write acknowledged before this one, and apply it in order) and
+    /// no hold is in force (so no target moves past a cut). `None` otherwise. The journal
+    /// counts the write until the returned guard drops, and a hold waits for it.
+    pub fn through(self: &Arc<Self>) -> Option<Through> {
+        let mut st = self.st();
+        if !st.entries.is_empty() || st.holds > 0 || st.closed {
+            return None;
+        }
+        st.through += 1;
+        Some(Through(self.clone()))
+    }
+
+    /// Whether nothing is waiting to be applied.
+    pub fn is_empty(&self) -> bool {
+        self.st().entries.is_empty()
     }
 
     /// The byte ranges of `mirror`'s entries not yet applied (for persistence: they are
@@ -449,6 +470,20 @@ impl Journal {
     }
 }
 
+/// A write going straight to its target ([`Journal::through`]), counted until dropped.
+#[derive(Debug)]
+pub struct Through(Arc<Journal>);
+
+impl Drop for Through {
+    fn drop(&mut self) {
+        let mut st = self.0.st();
+        st.through -= 1;
+        if st.waiters > 0 {
+            self.0.cv.notify_all();
+        }
+    }
+}
+
 /// The shipper's registration ([`Journal::shipper`]), dropped when it stops shipping.
 #[derive(Debug)]
 pub struct ShipperThread<'a>(&'a Journal);
@@ -479,6 +514,45 @@ mod tests {
     };
 
     use super::*;
+
+    /// A write may go straight to its target only while nothing waits in the journal and no
+    /// hold is in force, and a hold waits for such writes to end.
+    #[test]
+    fn writes_go_straight_only_past_an_empty_unheld_journal() {
+        let j = Arc::new(Journal::new(1 << 20));
+        let first = j.through().expect("an empty journal");
+        let second = j.through().expect("several at once");
+        // A hold waits for both.
+        let released = AtomicBool::new(false);
+        std::thread::scope(|s| {
+            let hold = s.spawn(|| {
+                j.hold();
+                released.load(Ordering::Acquire)
+            });
+            std::thread::sleep(Duration::from_millis(30));
+            drop(first);
+            std::thread::sleep(Duration::from_millis(30));
+            assert!(!hold.is_finished(), "a hold waits for every straight write");
+            released.store(true, Ordering::Release);
+            drop(second);
+            assert!(
+                hold.join().unwrap(),
+                "the hold began after the last one ended"
+            );
+        });
+        assert!(j.through().is_none(), "not while held");
+        j.release();
+        j.push(1, 0, 4096, EntryKind::Zeroes).unwrap();
+        assert!(j.through().is_none(), "not past an entry waiting");
+        let mut batch = Vec::new();
+        assert!(j.next_batch(Duration::from_millis(10), Duration::ZERO, &mut batch));
+        assert!(j.through().is_none(), "not past an entry being applied");
+        j.applied(batch.len());
+        assert!(j.is_empty());
+        assert!(j.through().is_some(), "empty again");
+        j.close();
+        assert!(j.through().is_none(), "not once closed");
+    }
 
     #[test]
     fn order_bound_and_take() {

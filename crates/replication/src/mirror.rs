@@ -53,6 +53,11 @@ impl State {
         ) && (self.mode == Mode::Synchronous || self.restoring)
     }
 
+    /// Whether writes go to the asynchronous journal.
+    fn journals(&self) -> bool {
+        self.state == CopyState::Synchronized && self.mode == Mode::Asynchronous && self.journaling
+    }
+
     /// Track `len` bytes at `offset` as possibly different on the target.
     fn mark(&mut self, offset: u64, len: u64) {
         for c in crate::bitmap::chunks(offset, len) {
@@ -96,6 +101,9 @@ pub struct Mirror {
     saving: Mutex<()>,
     /// Bound of a journal of its own.
     max_lag: AtomicU64,
+    /// Until when (`crate::volume::micros_now`) an asynchronous pair's large writes go to
+    /// its journal even when it is empty (see `Mirror::start_through`); 0: never set.
+    through_off: Arc<AtomicU64>,
     /// Persist bitmaps here (`None`: not persisted).
     bitmap_paths: Option<(std::path::PathBuf, std::path::PathBuf)>,
     guard: Mutex<Option<Arc<dyn WriteHook>>>,
@@ -217,6 +225,7 @@ impl Mirror {
             crashed: AtomicBool::new(false),
             saving: Mutex::new(()),
             max_lag: AtomicU64::new(ASYNC_MIRROR_MAX_LAG_BYTES),
+            through_off: Arc::new(AtomicU64::new(0)),
             bitmap_paths,
             guard: Mutex::new(None),
         });

@@ -195,7 +195,12 @@ fn async_mirror_is_a_prefix_and_split_drains() {
     // some prefix of the sequence at every observation.
     let mut history = vec![all(&**src.base())];
     for i in 0..30u64 {
-        w(&*src, (i % 8) * CHUNK + i, 64, i as u8 + 1).unwrap();
+        if i % 5 == 4 {
+            // Large: straight to the target when the journal is empty, else journaled.
+            w(&*src, (16 + i % 4) * CHUNK, 256 << 10, i as u8 + 1).unwrap();
+        } else {
+            w(&*src, (i % 8) * CHUNK + i, 64, i as u8 + 1).unwrap();
+        }
         history.push(all(&**src.base()));
         let t = all(&**tgt.base());
         assert!(history.contains(&t), "target is a prefix after write {i}");
@@ -326,6 +331,100 @@ fn a_held_group_journal_ships_nothing_while_its_pairs_leave() {
     assert!(shipped(&tgt_b) <= shipped(&tgt_a), "B never ahead of A");
 }
 
+/// An asynchronous pair writes a large write straight to its target, alongside the source
+/// write, while its journal is empty: the target has it when the host's write returns, and
+/// nothing is journaled. Behind a journaled write, during a hold, to a remote target and
+/// after a straight write that kept the host waiting, large writes are journaled.
+#[test]
+fn a_large_write_to_an_idle_asynchronous_pair_goes_straight_to_its_target() {
+    let (src, tgt, faulty, m) = pair(Mode::Asynchronous);
+    m.resync(&|_, _| {}, &|| false).unwrap();
+    const LARGE: usize = 256 << 10;
+    let large = |b: u8| [Bytes::from(vec![b; LARGE])];
+    let on_target = |off: u64| all(&**tgt.base())[off as usize..][..LARGE].to_vec();
+    let drained = || {
+        assert!(m.drain(Duration::from_secs(10)));
+        assert_eq!(all(&**src.base()), all(&**tgt.base()));
+    };
+
+    assert!(
+        !src.write_at_nowait(&large(1), 0, false).unwrap(),
+        "a large write takes the path that may wait"
+    );
+    src.write_at(&large(1), 0, false).unwrap();
+    assert_eq!(on_target(0), vec![1; LARGE], "on the target at once");
+    assert_eq!(m.lag().0, 0, "nothing journaled");
+
+    // Behind a small write the shipper is applying (slowly): journaled, in order.
+    faulty.latency_us.store(100_000, Ordering::Relaxed);
+    let before = faulty.writes.load(Ordering::Acquire);
+    w(&*src, 8 * CHUNK, 4096, 2).unwrap();
+    until("the shipper took the small write", || {
+        faulty.writes.load(Ordering::Acquire) > before
+    });
+    src.write_at(&large(3), 12 * CHUNK, false).unwrap();
+    assert_eq!(on_target(12 * CHUNK), vec![0; LARGE], "journaled");
+    assert!(m.lag().0 >= LARGE as u64);
+    faulty.latency_us.store(0, Ordering::Relaxed);
+    drained();
+
+    // During a hold (a consistent cut), no target moves: journaled.
+    let held = m.hold_journal().expect("a journal");
+    src.write_at(&large(4), 16 * CHUNK, false).unwrap();
+    assert_eq!(
+        on_target(16 * CHUNK),
+        vec![0; LARGE],
+        "journaled while held"
+    );
+    held.release();
+    drained();
+
+    // A remote target: journaled, so the host never waits for the link.
+    faulty.remote.store(true, Ordering::Relaxed);
+    faulty.latency_us.store(100_000, Ordering::Relaxed);
+    src.write_at(&large(5), 20 * CHUNK, false).unwrap();
+    assert_eq!(
+        on_target(20 * CHUNK),
+        vec![0; LARGE],
+        "journaled for a remote target"
+    );
+    faulty.remote.store(false, Ordering::Relaxed);
+    drained();
+
+    // A local target that keeps the host waiting (here 100 ms): that write lands, and the
+    // next large write is journaled.
+    src.write_at(&large(6), 24 * CHUNK, false).unwrap();
+    assert_eq!(on_target(24 * CHUNK), vec![6; LARGE], "straight, slowly");
+    src.write_at(&large(7), 28 * CHUNK, false).unwrap();
+    assert_eq!(
+        on_target(28 * CHUNK),
+        vec![0; LARGE],
+        "journaled after a slow one"
+    );
+    faulty.latency_us.store(0, Ordering::Relaxed);
+    drained();
+    assert_eq!(m.state(), CopyState::Synchronized);
+}
+
+/// A large write that fails on an asynchronous pair's target on its way straight there
+/// does not fail the host's write: it is journaled, and the shipper breaks the pair with
+/// the write's chunks tracked, as for any write the target refuses.
+#[test]
+fn a_failed_straight_write_breaks_the_async_pair_not_the_host_write() {
+    let (src, tgt, faulty, m) = pair(Mode::Asynchronous);
+    m.resync(&|_, _| {}, &|| false).unwrap();
+    faulty.fail_writes.store(true, Ordering::Relaxed);
+    src.write_at(&[Bytes::from(vec![9u8; 256 << 10])], 4 * CHUNK, false)
+        .unwrap();
+    until("the shipper broke the pair", || {
+        m.state() == CopyState::Broken
+    });
+    assert_eq!(m.dirty().0, 4, "the write's four chunks are tracked");
+    faulty.fail_writes.store(false, Ordering::Relaxed);
+    assert_eq!(m.resync(&|_, _| {}, &|| false).unwrap(), 4);
+    assert_eq!(all(&**src.base()), all(&**tgt.base()));
+}
+
 #[test]
 fn failing_async_target_breaks_the_pair_and_unshipped_writes_resync() {
     let (src, tgt, faulty, m) = pair(Mode::Asynchronous);
@@ -399,8 +498,8 @@ fn activity_log_bounds_crash_recovery() {
 }
 
 /// Concurrent overlapping writes land in the same order on the source and the target (a
-/// synchronous mirror applies target writes on several threads; the volume orders
-/// overlapping writes).
+/// synchronous mirror applies target writes on several threads, and so does an asynchronous
+/// one for large writes while its journal is empty; the volume orders overlapping writes).
 #[test]
 fn overlapping_concurrent_writes_keep_source_and_target_equal() {
     for mode in [Mode::Synchronous, Mode::Asynchronous] {
@@ -412,8 +511,14 @@ fn overlapping_concurrent_writes_keep_source_and_target_equal() {
                 let src = src.clone();
                 std::thread::spawn(move || {
                     for k in 0..60u64 {
-                        let off = ((k * 7 + u64::from(t) * 3) % 16) * 512;
-                        w(&*src, off, 4096, t.wrapping_mul(60).wrapping_add(k as u8)).unwrap();
+                        let b = t.wrapping_mul(60).wrapping_add(k as u8);
+                        if k % 10 == 9 {
+                            // Large (an asynchronous pair's may go straight to the target).
+                            w(&*src, ((k + u64::from(t)) % 4) * 4096, 256 << 10, b).unwrap();
+                        } else {
+                            let off = ((k * 7 + u64::from(t) * 3) % 16) * 512;
+                            w(&*src, off, 4096, b).unwrap();
+                        }
                     }
                 })
             })

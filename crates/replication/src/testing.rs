@@ -56,6 +56,8 @@ pub struct FaultyDevice {
     crashed: AtomicBool,
     /// Data writes (`write_at` calls) begun so far.
     pub writes: AtomicU64,
+    /// Say the device is remote ([`BlockDevice::remote`]).
+    pub remote: AtomicBool,
 }
 
 impl FaultyDevice {
@@ -70,6 +72,7 @@ impl FaultyDevice {
             crash_after: AtomicU64::new(u64::MAX),
             crashed: AtomicBool::new(false),
             writes: AtomicU64::new(0),
+            remote: AtomicBool::new(false),
         })
     }
 
@@ -162,5 +165,9 @@ impl BlockDevice for FaultyDevice {
 
     fn thin(&self) -> bool {
         self.inner.thin()
+    }
+
+    fn remote(&self) -> bool {
+        self.remote.load(Ordering::Relaxed)
     }
 }

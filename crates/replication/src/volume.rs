@@ -286,7 +286,8 @@ pub struct Volume {
 /// Reference point for write timestamps.
 static EPOCH: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
 
-fn micros_now() -> u64 {
+/// Microseconds since [`EPOCH`] (set by the first call).
+pub(crate) fn micros_now() -> u64 {
     EPOCH
         .get_or_init(std::time::Instant::now)
         .elapsed()
@@ -588,6 +589,10 @@ impl Volume {
 impl BlockDevice for Volume {
     fn size(&self) -> u64 {
         self.base.size()
+    }
+
+    fn remote(&self) -> bool {
+        self.base.remote()
     }
 
     fn read_at(&self, buf: &mut [u8], offset: u64) -> blockdev::Result<()> {
