@@ -413,6 +413,47 @@ fn a_large_write_to_an_idle_asynchronous_pair_goes_straight_to_its_target() {
     assert_eq!(all(&**src.base()), all(&**tgt.base()));
 }
 
+/// An asynchronous pair copies a small write straight into its target before the source
+/// write, as a synchronous pair does, while its journal is empty and the copy needs nothing
+/// but memory: on the target when the host's write returns, nothing journaled. During a
+/// hold, or to a target that cannot take it without waiting, it is journaled.
+#[test]
+fn a_small_write_to_an_idle_asynchronous_pair_is_copied_straight_into_its_target() {
+    let src = Volume::new("src", Arc::new(MemDevice::new(SIZE)));
+    let tgt = Volume::new("tgt", Arc::new(MemDevice::new(SIZE)));
+    let m = new_mirror(1, &src, &tgt, Mode::Asynchronous);
+    m.resync(&|_, _| {}, &|| false).unwrap();
+    let small = |b: u8| [Bytes::from(vec![b; 4096])];
+    let on_target = |off: u64| all(&**tgt.base())[off as usize..][..4096].to_vec();
+    assert!(src.write_at_nowait(&small(1), 0, false).unwrap());
+    assert_eq!(on_target(0), vec![1; 4096], "on the target at once");
+    src.write_at(&small(2), CHUNK, false).unwrap();
+    assert_eq!(
+        on_target(CHUNK),
+        vec![2; 4096],
+        "by the path that may wait too"
+    );
+    assert_eq!(m.lag().0, 0, "nothing journaled");
+
+    let held = m.hold_journal().expect("a journal");
+    assert!(src.write_at_nowait(&small(3), 2 * CHUNK, false).unwrap());
+    assert_eq!(on_target(2 * CHUNK), vec![0; 4096], "journaled while held");
+    assert_eq!(m.lag().0, 4096);
+    held.release();
+    assert!(m.drain(Duration::from_secs(10)));
+    assert_eq!(all(&**src.base()), all(&**tgt.base()));
+
+    // A target that never takes a write without waiting (here slow, too): journaled.
+    let (src, tgt, faulty, m) = pair(Mode::Asynchronous);
+    m.resync(&|_, _| {}, &|| false).unwrap();
+    faulty.latency_us.store(100_000, Ordering::Relaxed);
+    assert!(src.write_at_nowait(&small(4), 0, false).unwrap());
+    assert_eq!(&all(&**tgt.base())[..4096], &[0; 4096], "journaled");
+    faulty.latency_us.store(0, Ordering::Relaxed);
+    assert!(m.drain(Duration::from_secs(10)));
+    assert_eq!(all(&**src.base()), all(&**tgt.base()));
+}
+
 /// A large write that fails on an asynchronous pair's target on its way straight there
 /// does not fail the host's write: it is journaled, and the shipper breaks the pair with
 /// the write's chunks tracked, as for any write the target refuses.

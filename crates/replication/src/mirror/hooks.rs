@@ -140,10 +140,34 @@ impl Mirror {
     /// aside (see `start_through`): data, large, to a local target that has not been slow
     /// lately.
     fn through_allowed(&self, w: &Write<'_>) -> bool {
-        matches!(w.kind, WriteKind::Data(_))
-            && w.len >= PARALLEL_COPY
-            && crate::volume::micros_now() >= self.through_off.load(Ordering::Relaxed)
+        matches!(w.kind, WriteKind::Data(_)) && w.len >= PARALLEL_COPY && self.through_open()
+    }
+
+    /// Whether the target may take an asynchronous pair's writes straight: local, and not
+    /// slow lately.
+    fn through_open(&self) -> bool {
+        crate::volume::micros_now() >= self.through_off.load(Ordering::Relaxed)
             && !self.target().base().remote()
+    }
+
+    /// Copy a small write of an asynchronous pair straight into its target, on the host's
+    /// path before the source write, as a synchronous pair's small writes are, while the
+    /// journal is empty and if the copy needs nothing but memory (`write_at_nowait`): true
+    /// when done; it is then not journaled.
+    fn copy_through(&self, w: &Write<'_>) -> bool {
+        let WriteKind::Data(b) = w.kind else {
+            return false;
+        };
+        if w.len >= PARALLEL_COPY || !self.through_open() {
+            return false;
+        }
+        let Some(_through) = self.current_journal().and_then(|j| j.through()) else {
+            return false;
+        };
+        matches!(
+            self.target().base().write_at_nowait(b, w.offset, false),
+            Ok(true)
+        )
     }
 
     /// Start an asynchronous pair's large write on its target, on a writer thread in
@@ -251,8 +275,12 @@ impl WriteHook for Mirror {
     }
 
     fn start_nowait(&self, _vol: &Volume, w: &Write<'_>) -> Option<bool> {
-        if !self.st().forwards() {
-            return None;
+        let (forwards, journals) = {
+            let st = self.st();
+            (st.forwards(), st.journals())
+        };
+        if !forwards {
+            return (journals && self.copy_through(w)).then_some(true);
         }
         match w.kind {
             WriteKind::Data(b) => Some(matches!(
@@ -269,11 +297,13 @@ impl WriteHook for Mirror {
             (st.forwards(), st.journals())
         };
         if !forwards {
-            return if journals {
-                self.start_through(w)
-            } else {
-                None
-            };
+            if !journals {
+                return None;
+            }
+            if w.len < PARALLEL_COPY {
+                return self.copy_through(w).then(|| Pending::new(|| Ok(())));
+            }
+            return self.start_through(w);
         }
         // A small target write that is a copy into memory (a local image's page cache)
         // costs less than the hand-off to a writer thread: done here, before the source
