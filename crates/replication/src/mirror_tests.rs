@@ -337,6 +337,9 @@ fn a_held_group_journal_ships_nothing_while_its_pairs_leave() {
 /// after a straight write that kept the host waiting, large writes are journaled.
 #[test]
 fn a_large_write_to_an_idle_asynchronous_pair_goes_straight_to_its_target() {
+    // Target writes this slow (1 s) mean a write journaled behind them is not on the target
+    // yet when it is looked at, however long the test's thread waits for a CPU meanwhile.
+    const SLOW_US: u64 = 1_000_000;
     let (src, tgt, faulty, m) = pair(Mode::Asynchronous);
     m.resync(&|_, _| {}, &|| false).unwrap();
     const LARGE: usize = 256 << 10;
@@ -356,7 +359,7 @@ fn a_large_write_to_an_idle_asynchronous_pair_goes_straight_to_its_target() {
     assert_eq!(m.lag().0, 0, "nothing journaled");
 
     // Behind a small write the shipper is applying (slowly): journaled, in order.
-    faulty.latency_us.store(100_000, Ordering::Relaxed);
+    faulty.latency_us.store(SLOW_US, Ordering::Relaxed);
     let before = faulty.writes.load(Ordering::Acquire);
     w(&*src, 8 * CHUNK, 4096, 2).unwrap();
     until("the shipper took the small write", || {
@@ -381,7 +384,7 @@ fn a_large_write_to_an_idle_asynchronous_pair_goes_straight_to_its_target() {
 
     // A remote target: journaled, so the host never waits for the link.
     faulty.remote.store(true, Ordering::Relaxed);
-    faulty.latency_us.store(100_000, Ordering::Relaxed);
+    faulty.latency_us.store(SLOW_US, Ordering::Relaxed);
     src.write_at(&large(5), 20 * CHUNK, false).unwrap();
     assert_eq!(
         on_target(20 * CHUNK),
@@ -393,13 +396,13 @@ fn a_large_write_to_an_idle_asynchronous_pair_goes_straight_to_its_target() {
     drained();
     assert_eq!(m.state(), CopyState::Synchronized);
 
-    // A local target that keeps the host waiting (here 100 ms): that write lands, and the
+    // A local target that keeps the host waiting (here 1 s): that write lands, and the
     // next large write is journaled. (A fresh pair: on a loaded machine, one of the writes
     // above may have waited long enough to journal this pair's for a second.)
     let (src, tgt, faulty, m) = pair(Mode::Asynchronous);
     m.resync(&|_, _| {}, &|| false).unwrap();
     let on_target = |off: u64| all(&**tgt.base())[off as usize..][..LARGE].to_vec();
-    faulty.latency_us.store(100_000, Ordering::Relaxed);
+    faulty.latency_us.store(SLOW_US, Ordering::Relaxed);
     src.write_at(&large(6), 24 * CHUNK, false).unwrap();
     assert_eq!(on_target(24 * CHUNK), vec![6; LARGE], "straight, slowly");
     src.write_at(&large(7), 28 * CHUNK, false).unwrap();
@@ -419,6 +422,7 @@ fn a_large_write_to_an_idle_asynchronous_pair_goes_straight_to_its_target() {
 /// hold, or to a target that cannot take it without waiting, it is journaled.
 #[test]
 fn a_small_write_to_an_idle_asynchronous_pair_is_copied_straight_into_its_target() {
+    const SLOW_US: u64 = 1_000_000;
     let src = Volume::new("src", Arc::new(MemDevice::new(SIZE)));
     let tgt = Volume::new("tgt", Arc::new(MemDevice::new(SIZE)));
     let m = new_mirror(1, &src, &tgt, Mode::Asynchronous);
@@ -443,10 +447,11 @@ fn a_small_write_to_an_idle_asynchronous_pair_is_copied_straight_into_its_target
     assert!(m.drain(Duration::from_secs(10)));
     assert_eq!(all(&**src.base()), all(&**tgt.base()));
 
-    // A target that never takes a write without waiting (here slow, too): journaled.
+    // A target that never takes a write without waiting (and slow, so that the shipper
+    // cannot have applied the write when it is looked at): journaled.
     let (src, tgt, faulty, m) = pair(Mode::Asynchronous);
     m.resync(&|_, _| {}, &|| false).unwrap();
-    faulty.latency_us.store(100_000, Ordering::Relaxed);
+    faulty.latency_us.store(SLOW_US, Ordering::Relaxed);
     assert!(src.write_at_nowait(&small(4), 0, false).unwrap());
     assert_eq!(&all(&**tgt.base())[..4096], &[0; 4096], "journaled");
     faulty.latency_us.store(0, Ordering::Relaxed);
