@@ -366,8 +366,9 @@ impl Journal {
     }
 
     /// Hand nothing more to the shipper until [`Journal::release`], once the batch in
-    /// flight and the writes going straight to their targets are applied: the members of a consistent group leave the journal one by one at
-    /// a cut, and no target may move past the cut meanwhile.
+    /// flight and the writes going straight to their targets ([`Journal::through`]) are
+    /// applied: the members of a consistent group leave the journal one by one at a cut,
+    /// and no target may move past the cut meanwhile.
     pub fn hold(&self) {
         let mut st = self.st();
         st.holds += 1;

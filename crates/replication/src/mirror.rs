@@ -101,8 +101,8 @@ pub struct Mirror {
     saving: Mutex<()>,
     /// Bound of a journal of its own.
     max_lag: AtomicU64,
-    /// Until when (`crate::volume::micros_now`) an asynchronous pair's large writes go to
-    /// its journal even when it is empty (see `Mirror::start_through`); 0: never set.
+    /// Until when (`crate::volume::micros_now`) an asynchronous pair's writes go to its
+    /// journal even when it is empty (see `Mirror::start_through`); 0: never set.
     through_off: Arc<AtomicU64>,
     /// Persist bitmaps here (`None`: not persisted).
     bitmap_paths: Option<(std::path::PathBuf, std::path::PathBuf)>,

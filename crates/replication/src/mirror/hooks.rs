@@ -125,8 +125,8 @@ const RUN_BYTES: u64 = 4 << 20;
 const PARALLEL_COPY: u64 = 256 << 10;
 
 /// A write gone straight to an asynchronous pair's target that kept the host waiting this
-/// much longer than the source write did marks the target as slow: its large writes are
-/// journaled again for [`THROUGH_OFF`]. On two cores busy with 1 MiB writes at depth 32,
+/// much longer than the source write did marks the target as slow: the pair's writes are
+/// all journaled again for [`THROUGH_OFF`]. On two cores busy with 1 MiB writes at depth 32,
 /// 1% of them waited over 5 ms for the target's copy and none over 20 ms; a disk that
 /// throttles its writer pauses it for 10-200 ms.
 const THROUGH_SLOW: Duration = Duration::from_millis(20);
@@ -136,9 +136,9 @@ const THROUGH_SLOW: Duration = Duration::from_millis(20);
 const THROUGH_OFF: u64 = 1_000_000;
 
 impl Mirror {
-    /// Whether `w` may go straight to an asynchronous pair's target, the pair's state
-    /// aside (see `start_through`): data, large, to a local target that has not been slow
-    /// lately.
+    /// Whether `w` is a large write that may go straight to an asynchronous pair's target
+    /// (`start_through`), the pair's state aside: data, 256 KiB or more, and the target
+    /// open to straight writes (`through_open`).
     fn through_allowed(&self, w: &Write<'_>) -> bool {
         matches!(w.kind, WriteKind::Data(_)) && w.len >= PARALLEL_COPY && self.through_open()
     }
