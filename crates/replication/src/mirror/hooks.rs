@@ -138,16 +138,21 @@ const THROUGH_OFF: u64 = 1_000_000;
 impl Mirror {
     /// Whether `w` is a large write that may go straight to an asynchronous pair's target
     /// (`start_through`), the pair's state aside: data, 256 KiB or more, and the target
-    /// open to straight writes (`through_open`).
+    /// open to straight writes (`open_target`).
     fn through_allowed(&self, w: &Write<'_>) -> bool {
-        matches!(w.kind, WriteKind::Data(_)) && w.len >= PARALLEL_COPY && self.through_open()
+        matches!(w.kind, WriteKind::Data(_))
+            && w.len >= PARALLEL_COPY
+            && self.open_target().is_some()
     }
 
-    /// Whether the target may take an asynchronous pair's writes straight: local, and not
+    /// The target, if it may take an asynchronous pair's writes straight: local, and not
     /// slow lately.
-    fn through_open(&self) -> bool {
-        crate::volume::micros_now() >= self.through_off.load(Ordering::Relaxed)
-            && !self.target().base().remote()
+    fn open_target(&self) -> Option<Arc<Volume>> {
+        if crate::volume::micros_now() < self.through_off.load(Ordering::Relaxed) {
+            return None;
+        }
+        let target = self.target();
+        (!target.base().remote()).then_some(target)
     }
 
     /// Copy a small write of an asynchronous pair straight into its target, on the host's
@@ -158,16 +163,16 @@ impl Mirror {
         let WriteKind::Data(b) = w.kind else {
             return false;
         };
-        if w.len >= PARALLEL_COPY || !self.through_open() {
+        if w.len >= PARALLEL_COPY {
             return false;
         }
+        let Some(target) = self.open_target() else {
+            return false;
+        };
         let Some(_through) = self.current_journal().and_then(|j| j.through()) else {
             return false;
         };
-        matches!(
-            self.target().base().write_at_nowait(b, w.offset, false),
-            Ok(true)
-        )
+        matches!(target.base().write_at_nowait(b, w.offset, false), Ok(true))
     }
 
     /// Start an asynchronous pair's large write on its target, on a writer thread in
