@@ -10,6 +10,7 @@
 //! the same time.
 #![warn(missing_docs)]
 
+pub mod after_ack;
 mod arena;
 mod error;
 mod file;
