@@ -195,6 +195,29 @@ impl Journal {
         len: u64,
         kind: EntryKind,
     ) -> Result<u64, Overflow> {
+        self.append(mirror, offset, len, kind, true)
+    }
+
+    /// Append a write that its writer ships itself once it has acknowledged it
+    /// ([`Journal::take_now`]): the shipper is not woken for it.
+    pub fn push_after_ack(
+        &self,
+        mirror: u64,
+        offset: u64,
+        len: u64,
+        kind: EntryKind,
+    ) -> Result<u64, Overflow> {
+        self.append(mirror, offset, len, kind, false)
+    }
+
+    fn append(
+        &self,
+        mirror: u64,
+        offset: u64,
+        len: u64,
+        kind: EntryKind,
+        wake: bool,
+    ) -> Result<u64, Overflow> {
         let mut st = self.st();
         let size = kind_size(&kind, len);
         if st.bytes + size > self.max_bytes {
@@ -216,7 +239,7 @@ impl Journal {
         {
             s.set(false);
         }
-        if st.shipper_waiting {
+        if wake && st.shipper_waiting {
             st.shipper_waiting = false;
             self.cv.notify_all();
         }
@@ -323,8 +346,32 @@ impl Journal {
         true
     }
 
-    /// The first `n` entries returned by `next_batch` have been applied to their targets;
-    /// the rest (if any) are given back and come first in the next batch.
+    /// The entries a writer ships itself, right after acknowledging its writes
+    /// ([`Journal::push_after_ack`]): the first entries, in order, up to about `max_bytes`,
+    /// appended to `out` and counted as in flight until [`Journal::applied`], as a batch of
+    /// the shipper's. None (false) while a batch is in flight, a hold is in force, or the
+    /// journal is closed or empty: the entries are then the shipper's.
+    pub fn take_now(&self, max_bytes: u64, out: &mut Vec<Entry>) -> bool {
+        let mut st = self.st();
+        if st.closed || st.holds > 0 || st.in_flight > 0 || st.entries.is_empty() {
+            return false;
+        }
+        let mut bytes = 0;
+        for e in &st.entries {
+            if !out.is_empty() && bytes >= max_bytes {
+                break;
+            }
+            bytes += size_of(e);
+            out.push(e.clone());
+        }
+        st.in_flight = out.len();
+        true
+    }
+
+    /// The first `n` entries returned by `next_batch` (or `take_now`) have been applied to
+    /// their targets; the rest (if any) are given back and come first in the next batch.
+    /// Entries left in the journal wake a waiting shipper: a writer that shipped its own
+    /// may leave some, pushed meanwhile or not applied.
     pub fn applied(&self, n: usize) {
         let mut st = self.st();
         for _ in 0..n.min(st.in_flight) {
@@ -333,7 +380,11 @@ impl Journal {
             }
         }
         st.in_flight = 0;
-        if st.waiters > 0 {
+        let wake = st.shipper_waiting && !st.entries.is_empty();
+        if wake {
+            st.shipper_waiting = false;
+        }
+        if st.waiters > 0 || wake {
             self.cv.notify_all();
         }
     }
@@ -553,6 +604,62 @@ mod tests {
         assert!(j.through().is_some(), "empty again");
         j.close();
         assert!(j.through().is_none(), "not once closed");
+    }
+
+    /// A writer that ships its own acknowledged writes takes them as the shipper takes a
+    /// batch: in order, up to its bound, counted in flight (so nobody else takes a batch
+    /// meanwhile), never during a hold; what it does not apply stays first, and wakes a
+    /// waiting shipper.
+    #[test]
+    fn a_writer_takes_its_acknowledged_writes_as_a_batch() {
+        let j = Arc::new(Journal::new(1 << 20));
+        let mut out = Vec::new();
+        assert!(!j.take_now(1 << 20, &mut out), "nothing to take");
+        for i in 0..3 {
+            j.push_after_ack(1, i * 4096, 4096, data(4096)).unwrap();
+        }
+        assert!(j.take_now(4096, &mut out));
+        assert_eq!(out.iter().map(|e| e.seq).collect::<Vec<_>>(), [0]);
+        let mut other = Vec::new();
+        assert!(
+            !j.take_now(1 << 20, &mut other),
+            "one batch in flight at a time"
+        );
+        assert!(!j.next_batch(Duration::ZERO, Duration::ZERO, &mut other));
+        j.applied(0);
+        out.clear();
+        assert!(
+            j.take_now(1 << 20, &mut out),
+            "given back, it comes first again"
+        );
+        assert_eq!(out.iter().map(|e| e.seq).collect::<Vec<_>>(), [0, 1, 2]);
+        j.applied(1);
+        assert_eq!(j.lag().0, 2 * 4096, "what was not applied stays");
+
+        j.hold();
+        assert!(!j.take_now(1 << 20, &mut other), "not during a hold");
+        j.release();
+
+        // A shipper waiting while a writer ships is woken for what the writer leaves.
+        out.clear();
+        assert!(j.take_now(4096, &mut out));
+        let shipper = {
+            let j = j.clone();
+            std::thread::spawn(move || {
+                let t = Instant::now();
+                let mut batch = Vec::new();
+                let got = j.next_batch(Duration::from_secs(60), Duration::ZERO, &mut batch);
+                (got, t.elapsed(), batch.len())
+            })
+        };
+        std::thread::sleep(Duration::from_millis(50));
+        j.applied(1);
+        let (got, waited, n) = shipper.join().unwrap();
+        assert!(got && n == 1, "the shipper takes what is left");
+        assert!(
+            waited < Duration::from_secs(30),
+            "woken, not timed out: {waited:?}"
+        );
     }
 
     #[test]
