@@ -293,6 +293,9 @@ impl Conn {
                     }
                 }
             }
+            // Work the writes answered below leave for after their answers: an asynchronous
+            // mirror's copies, made once the answers are sent (see `blockdev::after_ack`).
+            let after_ack = blockdev::after_ack::scope();
             loop {
                 let Some(o) = ffp.poll_output() else {
                     if run.is_empty() {
@@ -339,11 +342,17 @@ impl Conn {
                     }
                 }
             }
+            let after_ack = after_ack.take();
             if !batch.is_empty() {
                 let spare = self.spare.try_recv().unwrap_or_default();
                 if self.out.send(std::mem::replace(&mut batch, spare)).is_err() {
                     break;
                 }
+            }
+            if !after_ack.is_empty() {
+                // The writer task sends the answers first (this thread runs both).
+                tokio::task::yield_now().await;
+                after_ack.run();
             }
             if !poll.is_zero() && one_at_a_time.yes() && executing.is_empty() {
                 match self.poll_next(&mut ffp, poll).await {

@@ -117,6 +117,9 @@ pub struct JournalGroup {
     pub journal: Arc<Journal>,
     members: Mutex<std::collections::HashMap<u64, std::sync::Weak<Mirror>>>,
     shipper: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// The batch a writer ships after acknowledging its writes (`ship_acknowledged`),
+    /// kept to reuse its memory.
+    acked: Mutex<Vec<crate::journal::Entry>>,
 }
 
 impl JournalGroup {
@@ -126,6 +129,7 @@ impl JournalGroup {
             journal: Arc::new(Journal::new(max_bytes)),
             members: Mutex::new(std::collections::HashMap::new()),
             shipper: Mutex::new(None),
+            acked: Mutex::new(Vec::new()),
         })
     }
 
@@ -330,6 +334,13 @@ impl Mirror {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .as_ref()
             .map(|g| g.journal.clone())
+    }
+
+    fn current_group(&self) -> Option<Arc<JournalGroup>> {
+        self.journal
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     /// Use these activity logs: the source's (writes the target may lack after a crash)
@@ -741,15 +752,25 @@ impl Mirror {
     }
 
     /// Applies journal entries to the target: one entry, or a run of adjacent data writes
-    /// as one vectored write.
-    fn apply_entries(&self, run: &[crate::journal::Entry]) -> blockdev::Result<()> {
+    /// as one vectored write. True when applied. With `nowait`, only if that needs nothing
+    /// but memory (`write_at_nowait`; a discard or zeroes never): false, with nothing
+    /// applied, otherwise.
+    fn apply_entries(&self, run: &[crate::journal::Entry], nowait: bool) -> blockdev::Result<bool> {
         let target = self.target();
         let dev = target.base();
+        let write = |bufs: &[bytes::Bytes], offset| {
+            if nowait {
+                dev.write_at_nowait(bufs, offset, false)
+            } else {
+                dev.write_at(bufs, offset, false).map(|()| true)
+            }
+        };
         match run {
             [e] => match &e.kind {
-                EntryKind::Data(b) => dev.write_at(b, e.offset, false),
-                EntryKind::Discard => dev.discard(e.offset, e.len),
-                EntryKind::Zeroes => dev.write_zeroes(e.offset, e.len, false),
+                EntryKind::Data(b) => write(b, e.offset),
+                _ if nowait => Ok(false),
+                EntryKind::Discard => dev.discard(e.offset, e.len).map(|()| true),
+                EntryKind::Zeroes => dev.write_zeroes(e.offset, e.len, false).map(|()| true),
             },
             [first, ..] => {
                 let bufs: Vec<bytes::Bytes> = run
@@ -760,9 +781,9 @@ impl Mirror {
                     })
                     .cloned()
                     .collect();
-                dev.write_at(&bufs, first.offset, false)
+                write(&bufs, first.offset)
             }
-            [] => Ok(()),
+            [] => Ok(true),
         }
     }
 }

@@ -5,7 +5,7 @@ use std::{
     time::Duration,
 };
 
-use blockdev::{BlockDevice, BlockErrorKind, MemDevice};
+use blockdev::{BlockDevice, BlockErrorKind, MemDevice, after_ack};
 use bytes::Bytes;
 
 use crate::{
@@ -454,6 +454,60 @@ fn a_small_write_to_an_idle_asynchronous_pair_is_copied_straight_into_its_target
     faulty.latency_us.store(SLOW_US, Ordering::Relaxed);
     assert!(src.write_at_nowait(&small(4), 0, false).unwrap());
     assert_eq!(&all(&**tgt.base())[..4096], &[0; 4096], "journaled");
+    faulty.latency_us.store(0, Ordering::Relaxed);
+    assert!(m.drain(Duration::from_secs(10)));
+    assert_eq!(all(&**src.base()), all(&**tgt.base()));
+}
+
+/// Where writes are answered on the thread that makes them (an iSCSI connection's, inside
+/// a `blockdev::after_ack` scope), an asynchronous pair's small writes are journaled and
+/// left for after the answer, when that thread ships them. During a hold, or to a target
+/// that cannot take them in memory, they are left to the shipper.
+#[test]
+fn a_small_write_answered_where_it_is_made_is_shipped_after_its_answer() {
+    const SLOW_US: u64 = 1_000_000;
+    let src = Volume::new("src", Arc::new(MemDevice::new(SIZE)));
+    let tgt = Volume::new("tgt", Arc::new(MemDevice::new(SIZE)));
+    let m = new_mirror(1, &src, &tgt, Mode::Asynchronous);
+    m.resync(&|_, _| {}, &|| false).unwrap();
+    let small = |b: u8| [Bytes::from(vec![b; 4096])];
+    let on_target = |off: u64| all(&**tgt.base())[off as usize..][..4096].to_vec();
+    let answered = after_ack::scope();
+    assert!(src.write_at_nowait(&small(1), 0, false).unwrap());
+    assert!(src.write_at_nowait(&small(2), CHUNK, false).unwrap());
+    let left = answered.take();
+    assert!(
+        !left.is_empty(),
+        "the copies are left for after the answers"
+    );
+    left.run();
+    assert_eq!(on_target(0), vec![1; 4096], "shipped by the writer");
+    assert_eq!(on_target(CHUNK), vec![2; 4096]);
+    assert_eq!(m.lag().0, 0);
+
+    let held = m.hold_journal().expect("a journal");
+    let answered = after_ack::scope();
+    assert!(src.write_at_nowait(&small(3), 2 * CHUNK, false).unwrap());
+    answered.take().run();
+    assert_eq!(on_target(2 * CHUNK), vec![0; 4096], "not past a hold");
+    held.release();
+    assert!(m.drain(Duration::from_secs(10)));
+    assert_eq!(all(&**src.base()), all(&**tgt.base()));
+
+    // A target that never takes a write without waiting (and slow, so that the shipper
+    // cannot have applied the write when it is looked at): the shipper's.
+    let (src, tgt, faulty, m) = pair(Mode::Asynchronous);
+    m.resync(&|_, _| {}, &|| false).unwrap();
+    faulty.latency_us.store(SLOW_US, Ordering::Relaxed);
+    let answered = after_ack::scope();
+    assert!(src.write_at_nowait(&small(4), 0, false).unwrap());
+    answered.take().run();
+    assert_eq!(
+        &all(&**tgt.base())[..4096],
+        &[0; 4096],
+        "left to the shipper"
+    );
+    assert_eq!(m.lag().0, 4096);
     faulty.latency_us.store(0, Ordering::Relaxed);
     assert!(m.drain(Duration::from_secs(10)));
     assert_eq!(all(&**src.base()), all(&**tgt.base()));

@@ -41,7 +41,7 @@ pub(super) fn ship(g: Arc<JournalGroup>) {
     let journal = g.journal.clone();
     let mut batch = Vec::new();
     let _shipping = journal.shipper();
-    'batch: loop {
+    loop {
         batch.clear();
         if !journal.next_batch(Duration::from_millis(200), SHIP_GATHER, &mut batch) {
             if journal.closed() {
@@ -49,22 +49,71 @@ pub(super) fn ship(g: Arc<JournalGroup>) {
             }
             continue;
         }
-        let mut done = 0;
-        while done < batch.len() {
-            let run = &batch[done..done + adjacent_run(&batch[done..])];
-            let Some(m) = g.member(run[0].mirror) else {
-                // The pair left the journal: its entries were taken; drop stragglers.
-                done += run.len();
-                continue;
-            };
-            if let Err(err) = m.apply_entries(run) {
-                journal.applied(done);
-                leave_journal(&g, &m, &err);
-                continue 'batch;
-            }
-            done += run.len();
-        }
+        let (done, failed) = apply_batch(&g, &batch, false);
         journal.applied(done);
+        if let Some((m, err)) = failed {
+            leave_journal(&g, &m, &err);
+        }
+    }
+}
+
+/// Applies a batch taken from `g`'s journal in order, a run of adjacent entries at a time
+/// (`nowait`: as far as that needs nothing but memory). Returns how many entries were
+/// applied, and the pair whose target failed, if one did (its entry is the next).
+fn apply_batch(
+    g: &JournalGroup,
+    batch: &[Entry],
+    nowait: bool,
+) -> (usize, Option<(Arc<Mirror>, BlockError)>) {
+    let mut done = 0;
+    while done < batch.len() {
+        let run = &batch[done..done + adjacent_run(&batch[done..])];
+        let Some(m) = g.member(run[0].mirror) else {
+            // The pair left the journal: its entries were taken; drop stragglers.
+            done += run.len();
+            continue;
+        };
+        match m.apply_entries(run, nowait) {
+            Ok(true) => done += run.len(),
+            Ok(false) => break,
+            Err(err) => return (done, Some((m, err))),
+        }
+    }
+    (done, None)
+}
+
+/// A writer ships at most about this much of the journal itself after acknowledging its
+/// writes (`ship_acknowledged`); the shipper thread ships what is left.
+const ACKED_BYTES: u64 = 256 << 10;
+
+impl blockdev::after_ack::AfterAck for JournalGroup {
+    fn run(&self) {
+        self.ship_acknowledged();
+    }
+}
+
+impl JournalGroup {
+    /// Ship, on the writer's thread, the writes it has just acknowledged
+    /// ([`blockdev::after_ack`]), with what else leads the journal, while the target takes
+    /// them in memory. Copied into the target before the source write, on the host's path
+    /// (`copy_through`), an asynchronous pair's 4 KiB writes at depth 1 took 1.11x the
+    /// time of the same writes without a mirror; made after the answer is sent, the copy
+    /// overlaps the initiator's turnaround, and they took 1.00x (40 rounds side by side,
+    /// medians). What is not shipped here (a batch in flight, a hold, a target that would
+    /// wait or fails) is the shipper thread's, woken by
+    /// [`crate::journal::Journal::applied`] for what is left.
+    fn ship_acknowledged(&self) {
+        // Another writer ships: what it leaves wakes the shipper.
+        let Ok(mut batch) = self.acked.try_lock() else {
+            return;
+        };
+        batch.clear();
+        if self.journal.take_now(ACKED_BYTES, &mut batch) {
+            // A failed target is left to the shipper, which meets the error again.
+            let (done, _) = apply_batch(self, &batch, true);
+            self.journal.applied(done);
+        }
+        batch.clear();
     }
 }
 
@@ -153,6 +202,21 @@ impl Mirror {
         }
         let target = self.target();
         (!target.base().remote()).then_some(target)
+    }
+
+    /// Whether a small write of an asynchronous pair, made where its writer answers it and
+    /// then runs what it left for after the answer ([`blockdev::after_ack`]), may be left so:
+    /// journaled, and shipped by its writer after the answer
+    /// (`JournalGroup::ship_acknowledged`) rather than copied before the source write
+    /// (`copy_through`). `ships_after_ack` adds the target's part.
+    fn after_ack_candidate(&self, w: &Write<'_>) -> bool {
+        matches!(w.kind, WriteKind::Data(_)) && w.len < PARALLEL_COPY && blockdev::after_ack::open()
+    }
+
+    /// [`Mirror::after_ack_candidate`], with a target that takes writes straight
+    /// (`open_target`).
+    fn ships_after_ack(&self, w: &Write<'_>) -> bool {
+        self.after_ack_candidate(w) && self.open_target().is_some()
     }
 
     /// Copy a small write of an asynchronous pair straight into its target, on the host's
@@ -285,7 +349,11 @@ impl WriteHook for Mirror {
             (st.forwards(), st.journals())
         };
         if !forwards {
-            return (journals && self.copy_through(w)).then_some(true);
+            // Journaled and shipped after the answer (`ships_after_ack`), or copied now.
+            if !journals || self.after_ack_candidate(w) {
+                return None;
+            }
+            return self.copy_through(w).then_some(true);
         }
         match w.kind {
             WriteKind::Data(b) => Some(matches!(
@@ -387,13 +455,26 @@ impl WriteHook for Mirror {
                 // Pushed under the pair's state lock: a pair leaving its journal clears
                 // `journaling` under that lock before it takes its entries, so an entry is
                 // either taken (and tracked) or never pushed (and tracked here).
+                let after_ack = self.ships_after_ack(w);
                 let mut st = self.st();
                 if !st.journaling {
                     st.mark(w.offset, w.len);
                     return;
                 }
-                let j = self.current_journal();
-                let pushed = j.map(|j| j.push(self.id, w.offset, w.len, kind));
+                let g = self.current_group();
+                let pushed = g.as_ref().map(|g| {
+                    if after_ack {
+                        g.journal.push_after_ack(self.id, w.offset, w.len, kind)
+                    } else {
+                        g.journal.push(self.id, w.offset, w.len, kind)
+                    }
+                });
+                if let (Some(Ok(_)), Some(g)) = (&pushed, g)
+                    && after_ack
+                {
+                    let g: Arc<dyn blockdev::after_ack::AfterAck> = g;
+                    blockdev::after_ack::defer(&g);
+                }
                 if !matches!(pushed, Some(Ok(_))) {
                     // Journal full: fall back to tracking; the service resynchronizes.
                     tracing::info!(source = %vol.name, "asynchronous journal full: tracking changes");
