@@ -293,9 +293,13 @@ impl Conn {
                     }
                 }
             }
-            // Work the writes answered below leave for after their answers: an asynchronous
-            // mirror's copies, made once the answers are sent (see `blockdev::after_ack`).
-            let after_ack = blockdev::after_ack::scope();
+            // An initiator that waits for each answer: the writes answered below may leave
+            // work for after their answers (see `blockdev::after_ack`), such as an
+            // asynchronous mirror's copies, made while the initiator turns the answers
+            // around. With more commands in flight the copies are made on the way, which
+            // costs less CPU: the server's CPU at depth 32 read 1.17x the plain LUN's in
+            // three runs with them left for later, 1.07x and 1.12x made on the way.
+            let after_ack = one_at_a_time.yes().then(blockdev::after_ack::scope);
             loop {
                 let Some(o) = ffp.poll_output() else {
                     if run.is_empty() {
@@ -342,14 +346,14 @@ impl Conn {
                     }
                 }
             }
-            let after_ack = after_ack.take();
+            let after_ack = after_ack.map(blockdev::after_ack::Scope::take);
             if !batch.is_empty() {
                 let spare = self.spare.try_recv().unwrap_or_default();
                 if self.out.send(std::mem::replace(&mut batch, spare)).is_err() {
                     break;
                 }
             }
-            if !after_ack.is_empty() {
+            if let Some(after_ack) = after_ack.filter(|a| !a.is_empty()) {
                 // The writer task sends the answers first (this thread runs both).
                 tokio::task::yield_now().await;
                 after_ack.run();
