@@ -79,6 +79,23 @@ struct State {
     closed: bool,
 }
 
+impl State {
+    /// Hand the first entries, up to about `max_bytes` (one at least), to a shipper:
+    /// appended to `out` and counted in flight. Returns their bytes.
+    fn hand_out(&mut self, max_bytes: u64, out: &mut Vec<Entry>) -> u64 {
+        let mut bytes = 0;
+        for e in &self.entries {
+            if !out.is_empty() && bytes >= max_bytes {
+                break;
+            }
+            bytes += size_of(e);
+            out.push(e.clone());
+        }
+        self.in_flight = out.len();
+        bytes
+    }
+}
+
 /// A journal.
 #[derive(Debug)]
 pub struct Journal {
@@ -324,15 +341,7 @@ impl Journal {
                 .0;
             st.shipper_waiting = false;
         }
-        let mut bytes = 0;
-        for e in &st.entries {
-            if !out.is_empty() && bytes >= BATCH_BYTES {
-                break;
-            }
-            bytes += size_of(e);
-            out.push(e.clone());
-        }
-        st.in_flight = out.len();
+        let bytes = st.hand_out(BATCH_BYTES, out);
         let now = Instant::now();
         if let Some(t) = st.last_batch {
             st.period = Some(gather_period(bytes, now - t, gather));
@@ -356,15 +365,7 @@ impl Journal {
         if st.closed || st.holds > 0 || st.in_flight > 0 || st.entries.is_empty() {
             return false;
         }
-        let mut bytes = 0;
-        for e in &st.entries {
-            if !out.is_empty() && bytes >= max_bytes {
-                break;
-            }
-            bytes += size_of(e);
-            out.push(e.clone());
-        }
-        st.in_flight = out.len();
+        st.hand_out(max_bytes, out);
         true
     }
 

@@ -422,14 +422,36 @@ fn a_large_write_to_an_idle_asynchronous_pair_goes_straight_to_its_target() {
 /// hold, or to a target that cannot take it without waiting, it is journaled.
 #[test]
 fn a_small_write_to_an_idle_asynchronous_pair_is_copied_straight_into_its_target() {
+    small_writes_reach_an_idle_asynchronous_target(false);
+}
+
+/// Where writes are answered on the thread that makes them (an iSCSI connection's, inside
+/// a `blockdev::after_ack` scope), an asynchronous pair's small writes are journaled and
+/// left for after the answer, when that thread ships them: on the target once it has. During
+/// a hold, or to a target that cannot take them in memory, they are left to the shipper.
+#[test]
+fn a_small_write_answered_where_it_is_made_is_shipped_after_its_answer() {
+    small_writes_reach_an_idle_asynchronous_target(true);
+}
+
+/// The two tests above: small writes made without waiting, `answered` where they are
+/// answered (the work they leave is run as the connection runs it, after the answer).
+fn small_writes_reach_an_idle_asynchronous_target(answered: bool) {
     const SLOW_US: u64 = 1_000_000;
+    let small = |b: u8| [Bytes::from(vec![b; 4096])];
+    let write = |vol: &Volume, b: u8, off: u64| {
+        let scope = answered.then(after_ack::scope);
+        assert!(vol.write_at_nowait(&small(b), off, false).unwrap());
+        let left = scope.map_or_else(after_ack::take, after_ack::Scope::take);
+        assert_eq!(left.is_empty(), !answered, "work left for after the answer");
+        left.run();
+    };
     let src = Volume::new("src", Arc::new(MemDevice::new(SIZE)));
     let tgt = Volume::new("tgt", Arc::new(MemDevice::new(SIZE)));
     let m = new_mirror(1, &src, &tgt, Mode::Asynchronous);
     m.resync(&|_, _| {}, &|| false).unwrap();
-    let small = |b: u8| [Bytes::from(vec![b; 4096])];
     let on_target = |off: u64| all(&**tgt.base())[off as usize..][..4096].to_vec();
-    assert!(src.write_at_nowait(&small(1), 0, false).unwrap());
+    write(&src, 1, 0);
     assert_eq!(on_target(0), vec![1; 4096], "on the target at once");
     src.write_at(&small(2), CHUNK, false).unwrap();
     assert_eq!(
@@ -437,10 +459,10 @@ fn a_small_write_to_an_idle_asynchronous_pair_is_copied_straight_into_its_target
         vec![2; 4096],
         "by the path that may wait too"
     );
-    assert_eq!(m.lag().0, 0, "nothing journaled");
+    assert_eq!(m.lag().0, 0, "nothing left in the journal");
 
     let held = m.hold_journal().expect("a journal");
-    assert!(src.write_at_nowait(&small(3), 2 * CHUNK, false).unwrap());
+    write(&src, 3, 2 * CHUNK);
     assert_eq!(on_target(2 * CHUNK), vec![0; 4096], "journaled while held");
     assert_eq!(m.lag().0, 4096);
     held.release();
@@ -448,65 +470,12 @@ fn a_small_write_to_an_idle_asynchronous_pair_is_copied_straight_into_its_target
     assert_eq!(all(&**src.base()), all(&**tgt.base()));
 
     // A target that never takes a write without waiting (and slow, so that the shipper
-    // cannot have applied the write when it is looked at): journaled.
+    // cannot have applied the write when it is looked at): journaled, the shipper's.
     let (src, tgt, faulty, m) = pair(Mode::Asynchronous);
     m.resync(&|_, _| {}, &|| false).unwrap();
     faulty.latency_us.store(SLOW_US, Ordering::Relaxed);
-    assert!(src.write_at_nowait(&small(4), 0, false).unwrap());
+    write(&src, 4, 0);
     assert_eq!(&all(&**tgt.base())[..4096], &[0; 4096], "journaled");
-    faulty.latency_us.store(0, Ordering::Relaxed);
-    assert!(m.drain(Duration::from_secs(10)));
-    assert_eq!(all(&**src.base()), all(&**tgt.base()));
-}
-
-/// Where writes are answered on the thread that makes them (an iSCSI connection's, inside
-/// a `blockdev::after_ack` scope), an asynchronous pair's small writes are journaled and
-/// left for after the answer, when that thread ships them. During a hold, or to a target
-/// that cannot take them in memory, they are left to the shipper.
-#[test]
-fn a_small_write_answered_where_it_is_made_is_shipped_after_its_answer() {
-    const SLOW_US: u64 = 1_000_000;
-    let src = Volume::new("src", Arc::new(MemDevice::new(SIZE)));
-    let tgt = Volume::new("tgt", Arc::new(MemDevice::new(SIZE)));
-    let m = new_mirror(1, &src, &tgt, Mode::Asynchronous);
-    m.resync(&|_, _| {}, &|| false).unwrap();
-    let small = |b: u8| [Bytes::from(vec![b; 4096])];
-    let on_target = |off: u64| all(&**tgt.base())[off as usize..][..4096].to_vec();
-    let answered = after_ack::scope();
-    assert!(src.write_at_nowait(&small(1), 0, false).unwrap());
-    assert!(src.write_at_nowait(&small(2), CHUNK, false).unwrap());
-    let left = answered.take();
-    assert!(
-        !left.is_empty(),
-        "the copies are left for after the answers"
-    );
-    left.run();
-    assert_eq!(on_target(0), vec![1; 4096], "shipped by the writer");
-    assert_eq!(on_target(CHUNK), vec![2; 4096]);
-    assert_eq!(m.lag().0, 0);
-
-    let held = m.hold_journal().expect("a journal");
-    let answered = after_ack::scope();
-    assert!(src.write_at_nowait(&small(3), 2 * CHUNK, false).unwrap());
-    answered.take().run();
-    assert_eq!(on_target(2 * CHUNK), vec![0; 4096], "not past a hold");
-    held.release();
-    assert!(m.drain(Duration::from_secs(10)));
-    assert_eq!(all(&**src.base()), all(&**tgt.base()));
-
-    // A target that never takes a write without waiting (and slow, so that the shipper
-    // cannot have applied the write when it is looked at): the shipper's.
-    let (src, tgt, faulty, m) = pair(Mode::Asynchronous);
-    m.resync(&|_, _| {}, &|| false).unwrap();
-    faulty.latency_us.store(SLOW_US, Ordering::Relaxed);
-    let answered = after_ack::scope();
-    assert!(src.write_at_nowait(&small(4), 0, false).unwrap());
-    answered.take().run();
-    assert_eq!(
-        &all(&**tgt.base())[..4096],
-        &[0; 4096],
-        "left to the shipper"
-    );
     assert_eq!(m.lag().0, 4096);
     faulty.latency_us.store(0, Ordering::Relaxed);
     assert!(m.drain(Duration::from_secs(10)));
