@@ -215,19 +215,10 @@ impl Journal {
         self.append(mirror, offset, len, kind, true)
     }
 
-    /// Append a write that its writer ships itself once it has acknowledged it
-    /// ([`Journal::take_now`]): the shipper is not woken for it.
-    pub fn push_after_ack(
-        &self,
-        mirror: u64,
-        offset: u64,
-        len: u64,
-        kind: EntryKind,
-    ) -> Result<u64, Overflow> {
-        self.append(mirror, offset, len, kind, false)
-    }
-
-    fn append(
+    /// Append a write; `wake`: wake a waiting shipper for it. Not woken, the shipper leaves
+    /// it to its writer, which ships it itself once it has acknowledged it
+    /// ([`Journal::take_now`]), or finds it at its next wake-up.
+    pub fn append(
         &self,
         mirror: u64,
         offset: u64,
@@ -356,7 +347,7 @@ impl Journal {
     }
 
     /// The entries a writer ships itself, right after acknowledging its writes
-    /// ([`Journal::push_after_ack`]): the first entries, in order, up to about `max_bytes`,
+    /// ([`Journal::append`] without waking the shipper): the first entries, in order, up to about `max_bytes`,
     /// appended to `out` and counted as in flight until [`Journal::applied`], as a batch of
     /// the shipper's. None (false) while a batch is in flight, a hold is in force, or the
     /// journal is closed or empty: the entries are then the shipper's.
@@ -617,7 +608,7 @@ mod tests {
         let mut out = Vec::new();
         assert!(!j.take_now(1 << 20, &mut out), "nothing to take");
         for i in 0..3 {
-            j.push_after_ack(1, i * 4096, 4096, data(4096)).unwrap();
+            j.append(1, i * 4096, 4096, data(4096), false).unwrap();
         }
         assert!(j.take_now(4096, &mut out));
         assert_eq!(out.iter().map(|e| e.seq).collect::<Vec<_>>(), [0]);

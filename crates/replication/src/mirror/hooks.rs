@@ -462,13 +462,9 @@ impl WriteHook for Mirror {
                     return;
                 }
                 let g = self.current_group();
-                let pushed = g.as_ref().map(|g| {
-                    if after_ack {
-                        g.journal.push_after_ack(self.id, w.offset, w.len, kind)
-                    } else {
-                        g.journal.push(self.id, w.offset, w.len, kind)
-                    }
-                });
+                let pushed = g
+                    .as_ref()
+                    .map(|g| g.journal.append(self.id, w.offset, w.len, kind, !after_ack));
                 if let (Some(Ok(_)), Some(g)) = (&pushed, g)
                     && after_ack
                 {
