@@ -346,11 +346,12 @@ impl Journal {
         true
     }
 
-    /// The entries a writer ships itself, right after acknowledging its writes
-    /// ([`Journal::append`] without waking the shipper): the first entries, in order, up to about `max_bytes`,
-    /// appended to `out` and counted as in flight until [`Journal::applied`], as a batch of
-    /// the shipper's. None (false) while a batch is in flight, a hold is in force, or the
-    /// journal is closed or empty: the entries are then the shipper's.
+    /// The entries a writer ships itself, right after acknowledging its writes (appended
+    /// without waking the shipper, [`Journal::append`]): the first entries, in order, up to
+    /// about `max_bytes`, appended to `out` and counted as in flight until
+    /// [`Journal::applied`], as a batch of the shipper's. None (false) while a batch is in
+    /// flight, a hold is in force, or the journal is closed or empty: the entries are then
+    /// the shipper's.
     pub fn take_now(&self, max_bytes: u64, out: &mut Vec<Entry>) -> bool {
         let mut st = self.st();
         if st.closed || st.holds > 0 || st.in_flight > 0 || st.entries.is_empty() {
